@@ -1,0 +1,3 @@
+from git_import.cli import main
+
+raise SystemExit(main())
