@@ -1,0 +1,93 @@
+"""Command line: `arkindex-git-import trigger | revision <hash> | demo`.
+
+Errors reach the top as one :class:`FatalError` and are printed once, as one line saying what went
+wrong and how to fix it; the exit status is 2 for a setting or input error, 1 for anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import traceback
+
+from git_import import __version__
+from git_import.errors import EXIT_CONFIG, EXIT_FAILURE, FatalError
+from git_import.logs import setup_logging
+from git_import.redact import scrub
+
+logger = logging.getLogger("git_import")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="arkindex-git-import",
+        description="Import the workers of a Git repository into Arkindex, as a Ponos task.",
+        epilog="Settings are read from the environment: see the README's settings reference.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    trigger = commands.add_parser(
+        "trigger",
+        help="clone the repository, choose revisions and create one import task per revision (the default)",
+    )
+    trigger.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="clone and print the plan without calling any Arkindex write operation; needs no Arkindex setting",
+    )
+    trigger.add_argument("--format", choices=("text", "json"), default="text", help="dry-run output format")
+
+    revision = commands.add_parser("revision", help="register the workers of one revision on Arkindex")
+    revision.add_argument("commit", nargs="?", help="full commit hash (default: REPOSITORY_REVISION)")
+
+    demo = commands.add_parser(
+        "demo", help="run the whole chain locally: a sample repository, the embedded Arkindex emulator, every task"
+    )
+    demo.add_argument(
+        "--repository-url", help="run the chain on this repository instead of a generated sample (a URL or local path)"
+    )
+    demo.add_argument("--ref", help="branch or tag of --repository-url to import (default: its default branch)")
+    demo.add_argument("--revisions", type=int, default=3, help="how many of the newest commits to import (default: 3)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging("json" if os.environ.get("LOG_FORMAT", "").strip().lower() == "json" else "text")
+    command = args.command or "trigger"
+    try:
+        if command == "demo":
+            from git_import.demo import run_demo
+
+            return run_demo(repository_url=args.repository_url, ref=args.ref, revisions=args.revisions)
+
+        from git_import.settings import load_settings
+
+        if command == "revision":
+            from git_import.revision import run_revision
+
+            overrides = {"repository_revision": args.commit} if args.commit else {}
+            return run_revision(load_settings(**overrides))
+
+        from git_import.trigger import run_trigger
+
+        dry_run = getattr(args, "dry_run", False)
+        return run_trigger(load_settings(), dry_run=dry_run, fmt=getattr(args, "format", "text"))
+    except FatalError as exc:
+        logger.error("%s", exc)
+        if exc.exit_code == EXIT_CONFIG:
+            logger.error("nothing was created: fix the setting above and run the task again")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        logger.error("interrupted")
+        return 130
+    except Exception as exc:  # an unexpected failure: print it once, scrubbed, with its traceback
+        logger.error("unexpected error: %s\n%s", scrub(repr(exc)), scrub(traceback.format_exc()))
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

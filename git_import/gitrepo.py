@@ -1,0 +1,408 @@
+"""Git access: each operation is a small function over the real `git` binary, with `-z` parsing.
+
+Safety rules held here for every git process:
+- credentials reach git through an askpass program kept outside the repository, which reads the token
+  from the git process' environment; never through argv, the remote URL or `.git/config`;
+- hooks, terminal prompts, system/global configuration, credential helpers, LFS smudging and
+  submodule recursion are off; only network transports (plus `file` when allowed) may be used;
+- every message that can carry a URL or a command line is scrubbed before it is raised or logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import shutil
+import stat
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from git_import.errors import ConfigError, FatalError
+from git_import.redact import scrub
+
+logger = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL = 5.0  # seconds between two progress lines of a long fetch
+
+_ASKPASS = """#!/bin/sh
+# Answers git's credential prompts from the environment of the git process; holds no secret itself.
+case "$1" in
+  Username*) printf '%s\\n' "$GIT_IMPORT_USERNAME" ;;
+  *) printf '%s\\n' "$GIT_IMPORT_PASSWORD" ;;
+esac
+"""
+
+# Failures worth another try: the network or the server, never authentication or a missing object.
+_TRANSIENT = re.compile(
+    r"(?i)(couldn't connect|could not connect|connection (refused|reset|timed out)|failed to connect"
+    r"|operation timed out|timed out|early eof|unexpected disconnect|the remote end hung up"
+    r"|transfer closed|rpc failed|http/2 stream|curl \d+|gnutls|ssl_read|recv failure|empty reply"
+    r"|returned error: 5\d\d|error: 5\d\d|http code 5\d\d|internal server error|bad gateway"
+    r"|service unavailable|gateway timeout|invalid index-pack output|fetch-pack: invalid"
+    r"|protocol error: bad pack header|index-pack failed|could not resolve host|temporary failure)"
+)
+_AUTH = re.compile(
+    r"(?i)(authentication failed|could not read (username|password)|terminal prompts disabled"
+    r"|returned error: 40[13]|http code 40[13]|permission denied \(publickey|access denied|invalid credentials)"
+)
+_NOT_FOUND = re.compile(r"(?i)(repository .* not found|returned error: 404|does not appear to be a git repository)")
+
+
+class GitError(FatalError):
+    """A git command failed; the message is scrubbed and names the operation."""
+
+    def __init__(self, message: str, *, transient: bool = False, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.transient = transient
+
+
+@dataclass(frozen=True)
+class Commit:
+    hash: str
+    author: str
+    date: str
+    summary: str
+
+
+class GitEnv:
+    """The environment and configuration every git process of one run gets.
+
+    Use as a context manager: the askpass program lives in a private temporary folder removed on exit.
+    """
+
+    def __init__(
+        self,
+        *,
+        username: str = "oauth2",
+        token: str | None = None,
+        allow_local: bool = False,
+        stall_timeout: int = 60,
+        timeout: int = 1800,
+    ) -> None:
+        self.username = username
+        self.token = token
+        self.allow_local = allow_local
+        self.stall_timeout = stall_timeout
+        self.timeout = timeout
+        self._dir: Path | None = None
+        self.env: dict[str, str] = {}
+
+    def __enter__(self) -> GitEnv:
+        self._dir = Path(tempfile.mkdtemp(prefix="git-import-auth-"))
+        askpass = self._dir / "askpass.sh"
+        askpass.write_text(_ASKPASS)
+        askpass.chmod(stat.S_IRWXU)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "SSH_ASKPASS"))}
+        env.update(
+            {
+                "GIT_TERMINAL_PROMPT": "0",
+                "GIT_ASKPASS": str(askpass),
+                "SSH_ASKPASS": str(askpass),
+                "GIT_CONFIG_NOSYSTEM": "1",
+                "GIT_CONFIG_GLOBAL": os.devnull,
+                "GIT_LFS_SKIP_SMUDGE": "1",
+                "GIT_SSH_COMMAND": "ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new",
+                "GIT_IMPORT_USERNAME": self.username,
+                "GIT_IMPORT_PASSWORD": self.token or "",
+                "LC_ALL": "C",
+                "GIT_ALLOW_PROTOCOL": "http:https:ssh" + (":file" if self.allow_local else ""),
+            }
+        )
+        config = {
+            "core.hooksPath": os.devnull,
+            "core.fsmonitor": "false",
+            "credential.helper": "",
+            "protocol.version": "2",
+            "submodule.recurse": "false",
+            "fetch.recurseSubmodules": "false",
+            "gc.auto": "0",
+            "maintenance.auto": "false",
+            "http.lowSpeedLimit": "1",
+            "http.lowSpeedTime": str(self.stall_timeout),
+            "advice.detachedHead": "false",
+            "init.defaultBranch": "main",
+            "filter.lfs.smudge": "",
+            "filter.lfs.process": "",
+            "filter.lfs.required": "false",
+        }
+        env["GIT_CONFIG_COUNT"] = str(len(config))
+        for i, (key, value) in enumerate(config.items()):
+            env[f"GIT_CONFIG_KEY_{i}"] = key
+            env[f"GIT_CONFIG_VALUE_{i}"] = value
+        self.env = env
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+
+def _describe_failure(what: str, stderr: str) -> GitError:
+    text = scrub(stderr.strip())
+    lines = [line for line in text.splitlines() if line.strip()]
+    detail = " / ".join(lines[-3:]) if lines else "no message from git"
+    if _AUTH.search(text):
+        return ConfigGitError(
+            f"{what}: the Git server refused access ({detail})",
+            hint="check REPOSITORY_TOKEN (a token with read access to the repository) and REPOSITORY_USERNAME",
+        )
+    if _NOT_FOUND.search(text):
+        return ConfigGitError(
+            f"{what}: repository not found ({detail})",
+            hint="check REPOSITORY_URL, and REPOSITORY_TOKEN for a private repository",
+        )
+    return GitError(f"{what} failed: {detail}", transient=bool(_TRANSIENT.search(text)))
+
+
+class ConfigGitError(GitError, ConfigError):
+    """A git failure caused by a setting (access refused, no such repository): exit status 2."""
+
+    exit_code = ConfigError.exit_code
+
+
+class Repo:
+    """A bare repository in a temporary folder, with one remote `origin`."""
+
+    def __init__(self, path: Path, git_env: GitEnv) -> None:
+        self.path = path
+        self.git_env = git_env
+
+    # --- running git ------------------------------------------------------------------------
+    def _argv(self, args: Iterable[str]) -> list[str]:
+        return ["git", f"--git-dir={self.path}", *args]
+
+    def run(self, *args: str, what: str, input: bytes | None = None, check: bool = True) -> bytes:
+        """Run git and return its stdout; a failure raises a scrubbed :class:`GitError`."""
+        try:
+            proc = subprocess.run(
+                self._argv(args),
+                input=input,
+                capture_output=True,
+                env=self.git_env.env,
+                timeout=self.git_env.timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise GitError(f"{what} took more than {self.git_env.timeout} s", transient=True) from None
+        if check and proc.returncode != 0:
+            raise _describe_failure(what, proc.stderr.decode(errors="replace"))
+        return proc.stdout
+
+    def run_with_progress(self, *args: str, what: str) -> None:
+        """Run a long transfer, logging git's progress as periodic plain lines (no carriage returns)."""
+        proc = subprocess.Popen(
+            self._argv(args),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=self.git_env.env,
+        )
+        tail: list[str] = []
+        latest: list[str] = [""]
+
+        def read() -> None:
+            assert proc.stderr is not None
+            buffer = b""
+            while chunk := proc.stderr.read1(65536) if hasattr(proc.stderr, "read1") else proc.stderr.read(4096):
+                buffer += chunk
+                *parts, buffer = re.split(rb"[\r\n]", buffer)
+                for part in parts:
+                    line = part.decode(errors="replace").strip()
+                    if not line:
+                        continue
+                    latest[0] = line
+                    if not line.startswith(("remote: Counting", "remote: Compressing", "Receiving", "Resolving")):
+                        tail.append(line)
+                        del tail[:-20]
+            if buffer.strip():
+                tail.append(buffer.decode(errors="replace").strip())
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        started = time.monotonic()
+        last_report = started
+        while True:
+            try:
+                proc.wait(timeout=0.5)
+                break
+            except subprocess.TimeoutExpired:
+                now = time.monotonic()
+                if now - started > self.git_env.timeout:
+                    proc.kill()
+                    proc.wait()
+                    reader.join(5)
+                    raise GitError(f"{what} took more than {self.git_env.timeout} s", transient=True) from None
+                if now - last_report >= PROGRESS_INTERVAL and latest[0]:
+                    logger.info("%s: %s", what, scrub(latest[0]))
+                    last_report = now
+        reader.join(5)
+        if proc.returncode != 0:
+            raise _describe_failure(what, "\n".join(tail))
+
+    # --- operations -------------------------------------------------------------------------
+    @classmethod
+    def init(cls, path: Path, url: str, git_env: GitEnv) -> Repo:
+        path.mkdir(parents=True, exist_ok=True)
+        repo = cls(path, git_env)
+        repo.run("init", "--quiet", "--bare", what="git init")
+        repo.run("remote", "add", "origin", "--", url, what="git remote add")
+        return repo
+
+    def ls_remote(self, *patterns: str) -> tuple[dict[str, str], str | None]:
+        """Refs of the remote matching the patterns (name → hash) and what HEAD points to."""
+        out = self.run("ls-remote", "--symref", "origin", *patterns, what="listing the remote's refs")
+        refs: dict[str, str] = {}
+        head_target = None
+        for line in out.decode(errors="replace").splitlines():
+            left, _, name = line.partition("\t")
+            if left.startswith("ref: "):
+                if name == "HEAD":
+                    head_target = left[len("ref: ") :]
+                continue
+            refs[name] = left
+        return refs, head_target
+
+    def fetch(
+        self, *refspecs: str, filter: str | None = None, depth: int | None = None, what: str = "fetch"
+    ) -> None:
+        args = ["fetch", "--no-tags", "--no-write-fetch-head", "--no-auto-gc", "--progress"]
+        if filter:
+            args.append(f"--filter={filter}")
+        if depth:
+            args.append(f"--depth={depth}")
+        self.run_with_progress(*args, "origin", *refspecs, what=what)
+
+    def fetch_objects(self, oids: list[str], what: str) -> None:
+        """Fetch several missing objects (blobs) in one request, as a partial clone's lazy fetch does."""
+        if not oids:
+            return
+        self.run(
+            "-c",
+            "fetch.negotiationAlgorithm=noop",
+            "fetch",
+            "--no-tags",
+            "--no-write-fetch-head",
+            "--no-auto-gc",
+            "--filter=blob:none",
+            "--stdin",
+            "origin",
+            input="".join(f"{oid}\n" for oid in oids).encode(),
+            what=what,
+        )
+
+    def rev_parse_commit(self, rev: str) -> str | None:
+        out = self.run("rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}", what="rev-parse", check=False)
+        value = out.decode().strip()
+        return value or None
+
+    def has_commit(self, commit: str) -> bool:
+        # cat-file -e would lazily fetch a missing object from the promisor remote: forbid that here.
+        proc = subprocess.run(
+            self._argv(["cat-file", "-e", f"{commit}^{{commit}}"]),
+            capture_output=True,
+            env={**self.git_env.env, "GIT_NO_LAZY_FETCH": "1"},
+            check=False,
+        )
+        return proc.returncode == 0
+
+    def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        proc = subprocess.run(
+            self._argv(["merge-base", "--is-ancestor", ancestor, descendant]),
+            capture_output=True,
+            env=self.git_env.env,
+            check=False,
+        )
+        if proc.returncode not in (0, 1):
+            raise _describe_failure("git merge-base", proc.stderr.decode(errors="replace"))
+        return proc.returncode == 0
+
+    def first_parent_log(
+        self, target: str, *, exclude: str | None = None, paths: list[str] | None = None, limit: int | None = None
+    ) -> list[Commit]:
+        """Commits on the first-parent line from `target` (newest first), optionally limited to paths."""
+        args = ["log", "--first-parent", "-z", "--no-show-signature", "--format=%H%x1f%an%x1f%aI%x1f%s"]
+        if limit:
+            args.append(f"--max-count={limit}")
+        args += ["--end-of-options", target]
+        if exclude:
+            args.append(f"^{exclude}")
+        if paths:
+            args += ["--", *paths]
+        out = self.run(*args, what="reading the commit history")
+        commits = []
+        for record in out.decode(errors="replace").split("\0"):
+            record = record.strip("\n")
+            if not record:
+                continue
+            commit, author, date, summary = record.split("\x1f", 3)
+            commits.append(Commit(commit, author, date, summary))
+        return commits
+
+    def ls_tree(self, commit: str, *paths: str, recursive: bool = False) -> list[tuple[str, str, str, str]]:
+        """(mode, type, oid, path) of the entries at these paths; reads trees only, never blobs."""
+        args = ["ls-tree", "-z", "--full-tree"]
+        if recursive:
+            args.append("-r")
+        args += ["--end-of-options", commit, "--", *paths]
+        out = self.run(*args, what="listing files")
+        entries = []
+        for record in out.split(b"\0"):
+            if not record:
+                continue
+            meta, _, path = record.partition(b"\t")
+            mode, kind, oid = meta.decode().split(" ")
+            entries.append((mode, kind, oid, path.decode("utf-8", errors="surrogateescape")))
+        return entries
+
+    def read_blobs(self, oids: list[str]) -> Iterator[tuple[str, bytes]]:
+        """Contents of many blobs from one `git cat-file --batch` process."""
+        if not oids:
+            return
+        out = self.run("cat-file", "--batch", input="".join(f"{oid}\n" for oid in oids).encode(), what="reading files")
+        pos = 0
+        for _ in oids:
+            end = out.index(b"\n", pos)
+            header = out[pos:end].decode().split()
+            pos = end + 1
+            if len(header) < 3:
+                raise GitError(f"object {header[0]} is missing from the clone")
+            size = int(header[2])
+            yield header[0], out[pos : pos + size]
+            pos += size + 1
+
+
+def backoff_delays(attempts: int, base: float, cap: float = 30.0) -> Iterator[float]:
+    """Full-jitter exponential backoff: the delays before tries 2..attempts."""
+    for attempt in range(1, attempts):
+        yield random.uniform(base / 2, min(cap, base * 2 ** (attempt - 1)))
+
+
+def with_retries(action, *, attempts: int, base_delay: float, what: str, cleanup=None):  # type: ignore[no-untyped-def]
+    """Run `action()`; retry transient git failures with jittered backoff, calling `cleanup()` first."""
+    delays = backoff_delays(attempts, base_delay)
+    tries = 0
+    while True:
+        tries += 1
+        try:
+            return action()
+        except GitError as exc:
+            if not exc.transient:
+                raise
+            delay = next(delays, None)
+            if delay is None:
+                raise GitError(
+                    f"{what} failed {tries} times; last error: {exc.message}",
+                    hint="the Git server or the network is failing: retry the task later",
+                ) from None
+            logger.warning("%s failed (try %d of %d), retrying in %.1f s: %s", what, tries, attempts, delay, exc.message)
+            if cleanup is not None:
+                cleanup()
+            time.sleep(delay)

@@ -1,0 +1,43 @@
+"""Logging for Ponos: plain lines on stderr (Ponos shows them as they come) or one JSON object a line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+
+from git_import.redact import ScrubFilter
+
+
+class JSONFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        data = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_text:
+            data["exception"] = record.exc_text
+        for key in ("phase", "revision", "slug", "counts"):
+            if hasattr(record, key):
+                data[key] = getattr(record, key)
+        return json.dumps(data, ensure_ascii=False)
+
+
+def setup_logging(fmt: str = "text", level: int = logging.INFO) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(ScrubFilter())
+    if fmt == "json":
+        handler.setFormatter(JSONFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    # Libraries log their own retries in their own words; ours say more.
+    for noisy in ("urllib3", "arkindex", "requests"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

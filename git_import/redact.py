@@ -1,0 +1,49 @@
+"""Keep secrets out of every message: registered values are masked, URL user info is stripped."""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+
+MASK = "***"
+_lock = threading.Lock()
+_secrets: set[str] = set()
+
+# user:password@ or token@ in any scheme://… URL
+_URL_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/@\s]+)@")
+# Authorization headers that could be echoed by a library
+_AUTH_HEADER = re.compile(r"(?i)(authorization:\s*(?:basic|bearer|token|ponos)\s+)\S+")
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a secret so that :func:`scrub` masks it everywhere from now on."""
+    if value and len(value) >= 4:
+        with _lock:
+            _secrets.add(value)
+
+
+def scrub(text: object) -> str:
+    """Return ``text`` with every registered secret, URL credential and auth header masked."""
+    out = str(text)
+    with _lock:
+        secrets = sorted(_secrets, key=len, reverse=True)
+    for secret in secrets:
+        if secret in out:
+            out = out.replace(secret, MASK)
+    out = _URL_USERINFO.sub(lambda m: f"{m['scheme']}{MASK}@", out)
+    return _AUTH_HEADER.sub(lambda m: f"{m.group(1)}{MASK}", out)
+
+
+class ScrubFilter(logging.Filter):
+    """A logging filter that formats the record's message once and scrubs it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = scrub(record.exc_text)
+        record.msg = scrub(message)
+        record.args = None
+        return True

@@ -1,0 +1,143 @@
+"""Pure rules on repository URLs, refs and slugs: no I/O, tested directly."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+from git_import.errors import ConfigError
+
+NETWORK_SCHEMES = ("https", "http", "ssh")
+# scp-like syntax: [user@]host:path, where host has no slash and path does not start with //
+_SCP_LIKE = re.compile(r"^(?:(?P<user>[^@/:\s]+)@)?(?P<host>[^@/:\s]+):(?!//)(?P<path>[^\s]+)$")
+_FULL_HASH = re.compile(r"^[0-9a-f]{40}$")
+_BAD_REF_CHARS = re.compile(r"[\x00-\x20~^:?*\[\\\x7f]")
+
+TASK_SLUG_PREFIX = "import-"
+
+
+def task_slug(commit: str) -> str:
+    """The slug of the task that imports one revision: stable, so a re-run finds it."""
+    return f"{TASK_SLUG_PREFIX}{commit}"
+
+
+def check_repository_url(url: str, *, allow_local: bool = False) -> str:
+    """Return the URL git may clone, or raise :class:`ConfigError` for a URL that is unsafe or unusable."""
+    url = url.strip()
+    where = "REPOSITORY_URL"
+    if not url:
+        raise ConfigError(f"{where} is empty", hint="set it to the repository's clone URL")
+    if url.startswith("-"):
+        raise ConfigError(
+            f"{where} starts with '-', which git would read as an option",
+            hint="give an https:// or ssh:// clone URL",
+        )
+    if "::" in url.split("/", 1)[0]:
+        transport = url.split("::", 1)[0]
+        raise ConfigError(
+            f"{where} uses the '{transport}::' remote helper transport, which can run commands",
+            hint="give an https:// or ssh:// clone URL",
+        )
+    split = urlsplit(url)
+    scheme = split.scheme.lower()
+    if scheme in ("http", "https"):
+        if "@" in split.netloc:
+            raise ConfigError(
+                f"{where} holds credentials, which would leak into logs and the clone's configuration",
+                hint="remove them from the URL and set REPOSITORY_TOKEN (and REPOSITORY_USERNAME) instead",
+            )
+        if not split.hostname:
+            raise ConfigError(f"{where} has no host", hint="give a URL like https://gitlab.com/group/repo.git")
+        return url
+    if scheme == "ssh":
+        if split.password is not None:
+            raise ConfigError(
+                f"{where} holds a password, which would leak into logs",
+                hint="remove it from the URL; SSH access uses a key",
+            )
+        if not split.hostname:
+            raise ConfigError(f"{where} has no host", hint="give a URL like ssh://git@host/group/repo.git")
+        return url
+    if scheme == "file" or (not scheme and not _SCP_LIKE.match(url)):
+        if allow_local:
+            return url
+        raise ConfigError(
+            f"{where} is a local path or file:// URL, which is refused by default",
+            hint="use the repository's https:// or ssh:// URL, or set REPOSITORY_ALLOW_LOCAL=1 for local testing",
+        )
+    if not scheme:
+        match = _SCP_LIKE.match(url)
+        assert match is not None
+        if ":" in (match["user"] or ""):
+            raise ConfigError(f"{where} holds a password", hint="remove it from the URL")
+        return url
+    raise ConfigError(
+        f"{where} uses the unsupported scheme '{scheme}://'",
+        hint="give an https://, http:// or ssh:// clone URL",
+    )
+
+
+def web_url(repository_url: str) -> str:
+    """The repository's web page: `git@host:group/repo.git` → `https://host/group/repo`."""
+    url = repository_url.strip()
+    split = urlsplit(url)
+    if split.scheme in ("http", "https"):
+        host = split.hostname or ""
+        if split.port:
+            host = f"{host}:{split.port}"
+        base = f"{split.scheme}://{host}{split.path}"
+    elif split.scheme == "ssh":
+        base = f"https://{split.hostname}{split.path}"
+    elif (match := _SCP_LIKE.match(url)) and not split.scheme:
+        path = match["path"].lstrip("/")
+        base = f"https://{match['host']}/{path}"
+    else:
+        # Local repositories (development only): keep the path as it is.
+        base = url
+    base = base.rstrip("/")
+    if base.endswith(".git"):
+        base = base[: -len(".git")]
+    return base
+
+
+def revision_url(repository_url: str, commit: str) -> str:
+    """The web URL of one commit, as Arkindex stores it on a worker version."""
+    return f"{web_url(repository_url)}/commit/{commit}"
+
+
+def is_full_hash(value: str) -> bool:
+    return bool(_FULL_HASH.match(value))
+
+
+def check_ref(ref: str) -> str:
+    """Refuse refs that git would misread (options, revision syntax)."""
+    ref = ref.strip()
+    if not ref or ref.startswith("-") or _BAD_REF_CHARS.search(ref) or ".." in ref or ref.endswith((".", "/", ".lock")):
+        raise ConfigError(
+            f"REPOSITORY_REF {ref!r} is not a valid branch, tag or ref name",
+            hint="give a branch name such as 'main', a tag, or a full ref such as 'refs/heads/main'",
+        )
+    return ref
+
+
+def branch_and_tag(ref: str | None) -> tuple[str | None, str | None]:
+    """Split a full ref into the branch or tag a worker version carries."""
+    if not ref:
+        return None, None
+    if ref.startswith("refs/heads/"):
+        return ref[len("refs/heads/") :], None
+    if ref.startswith("refs/tags/"):
+        return None, ref[len("refs/tags/") :]
+    if ref.startswith("refs/"):
+        return None, None
+    return ref, None
+
+
+def check_pathspecs(paths: list[str]) -> list[str]:
+    for path in paths:
+        if path.startswith("-"):
+            raise ConfigError(
+                f"REPOSITORY_PATHS entry {path!r} starts with '-'",
+                hint="give paths relative to the repository root, separated by commas",
+            )
+    return paths
