@@ -48,7 +48,9 @@ _TRANSIENT_EXCEPTIONS = (
 class APIError(FatalError):
     """An API call failed for good; the message names the operation and the server's answer."""
 
-    def __init__(self, message: str, *, status: int | None = None, content: Any = None, hint: str | None = None):
+    def __init__(
+        self, message: str, *, status: int | None = None, content: Any = None, hint: str | None = None
+    ):
         super().__init__(message, hint=hint)
         self.status = status
         self.content = content
@@ -82,7 +84,7 @@ def describe(exc: BaseException) -> str:
 class ArkindexAPI:
     """A client for the operations this tool uses, with bounded, jittered retries of transient failures.
 
-    `arkindex-client` retries 5xx itself with 3–16 s waits; we call its `single_request` instead and retry
+    `arkindex-client` retries 5xx itself with 3 to 16 s waits; we call its `single_request` instead and retry
     5xx, 429 (honouring `Retry-After`) and dropped connections ourselves, so that delays are bounded and
     counted. Authentication and validation errors are never retried.
     """
@@ -145,7 +147,9 @@ class ArkindexAPI:
                 error = exc
             except SchemaError as exc:
                 cause = exc.__cause__
-                if attempt == self.attempts or not isinstance(cause, (*_TRANSIENT_EXCEPTIONS, requests.HTTPError)):
+                if attempt == self.attempts or not isinstance(
+                    cause, (*_TRANSIENT_EXCEPTIONS, requests.HTTPError)
+                ):
                     raise APIError(
                         f"could not load the OpenAPI schema of the Arkindex API ({scrub(exc)}: {describe(cause or exc)})",
                         hint="check ARKINDEX_API_URL (and ARKINDEX_API_SCHEMA_URL if set)",
@@ -155,7 +159,12 @@ class ArkindexAPI:
             with self._lock:
                 self.retries += 1
             logger.warning(
-                "%s failed (try %d of %d): %s; retrying in %.1f s", what, attempt, self.attempts, describe(error), delay
+                "%s failed (try %d of %d): %s; retrying in %.1f s",
+                what,
+                attempt,
+                self.attempts,
+                describe(error),
+                delay,
             )
             time.sleep(delay)
         raise AssertionError("unreachable")
@@ -174,7 +183,9 @@ class ArkindexAPI:
                 content=exc.content,
                 hint="check ARKINDEX_TASK_TOKEN (or ARKINDEX_API_TOKEN) and that it belongs to this process",
             )
-        return APIError(f"{what}: {operation} failed ({describe(exc)})", status=exc.status_code, content=exc.content)
+        return APIError(
+            f"{what}: {operation} failed ({describe(exc)})", status=exc.status_code, content=exc.content
+        )
 
     # --- operations -------------------------------------------------------------------------
     def retrieve_process(self, process_id: uuid.UUID) -> dict[str, Any]:
@@ -216,7 +227,9 @@ class ArkindexAPI:
         """Import a worker version: (version, True); or the existing one for that revision URL and False."""
         what = f"importing a version of worker {worker_id}"
         try:
-            version = self._retry(what, lambda: self.client.single_request(IMPORT_VERSION, id=worker_id, body=body))
+            version = self._retry(
+                what, lambda: self.client.single_request(IMPORT_VERSION, id=worker_id, body=body)
+            )
             return version, True
         except ArkindexConflictError as exc:
             existing = str(exc.content["existing_id"])

@@ -44,13 +44,19 @@ def build_parser() -> argparse.ArgumentParser:
     revision.add_argument("commit", nargs="?", help="full commit hash (default: REPOSITORY_REVISION)")
 
     demo = commands.add_parser(
-        "demo", help="run the whole chain locally: a sample repository, the embedded Arkindex emulator, every task"
+        "demo",
+        help="run the whole chain locally: a sample repository, the embedded Arkindex emulator, every task",
     )
     demo.add_argument(
-        "--repository-url", help="run the chain on this repository instead of a generated sample (a URL or local path)"
+        "--repository-url",
+        help="run the chain on this repository instead of a generated sample (a URL or local path)",
     )
-    demo.add_argument("--ref", help="branch or tag of --repository-url to import (default: its default branch)")
-    demo.add_argument("--revisions", type=int, default=3, help="how many of the newest commits to import (default: 3)")
+    demo.add_argument(
+        "--ref", help="branch or tag of --repository-url to import (default: its default branch)"
+    )
+    demo.add_argument(
+        "--revisions", type=int, default=3, help="how many of the newest commits to import (default: 3)"
+    )
     return parser
 
 

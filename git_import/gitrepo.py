@@ -52,7 +52,9 @@ _AUTH = re.compile(
     r"(?i)(authentication failed|could not read (username|password)|terminal prompts disabled"
     r"|returned error: 40[13]|http code 40[13]|permission denied \(publickey|access denied|invalid credentials)"
 )
-_NOT_FOUND = re.compile(r"(?i)(repository .* not found|returned error: 404|does not appear to be a git repository)")
+_NOT_FOUND = re.compile(
+    r"(?i)(repository .* not found|returned error: 404|does not appear to be a git repository)"
+)
 
 
 class GitError(FatalError):
@@ -211,7 +213,9 @@ class Repo:
         def read() -> None:
             assert proc.stderr is not None
             buffer = b""
-            while chunk := proc.stderr.read1(65536) if hasattr(proc.stderr, "read1") else proc.stderr.read(4096):
+            while (
+                chunk := proc.stderr.read1(65536) if hasattr(proc.stderr, "read1") else proc.stderr.read(4096)
+            ):
                 buffer += chunk
                 *parts, buffer = re.split(rb"[\r\n]", buffer)
                 for part in parts:
@@ -219,7 +223,9 @@ class Repo:
                     if not line:
                         continue
                     latest[0] = line
-                    if not line.startswith(("remote: Counting", "remote: Compressing", "Receiving", "Resolving")):
+                    if not line.startswith(
+                        ("remote: Counting", "remote: Compressing", "Receiving", "Resolving")
+                    ):
                         tail.append(line)
                         del tail[:-20]
             if buffer.strip():
@@ -239,7 +245,9 @@ class Repo:
                     proc.kill()
                     proc.wait()
                     reader.join(5)
-                    raise GitError(f"{what} took more than {self.git_env.timeout} s", transient=True) from None
+                    raise GitError(
+                        f"{what} took more than {self.git_env.timeout} s", transient=True
+                    ) from None
                 if now - last_report >= PROGRESS_INTERVAL and latest[0]:
                     logger.info("%s: %s", what, scrub(latest[0]))
                     last_report = now
@@ -299,7 +307,15 @@ class Repo:
         )
 
     def rev_parse_commit(self, rev: str) -> str | None:
-        out = self.run("rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}", what="rev-parse", check=False)
+        out = self.run(
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            "--end-of-options",
+            f"{rev}^{{commit}}",
+            what="rev-parse",
+            check=False,
+        )
         value = out.decode().strip()
         return value or None
 
@@ -325,7 +341,12 @@ class Repo:
         return proc.returncode == 0
 
     def first_parent_log(
-        self, target: str, *, exclude: str | None = None, paths: list[str] | None = None, limit: int | None = None
+        self,
+        target: str,
+        *,
+        exclude: str | None = None,
+        paths: list[str] | None = None,
+        limit: int | None = None,
     ) -> list[Commit]:
         """Commits on the first-parent line from `target` (newest first), optionally limited to paths."""
         args = ["log", "--first-parent", "-z", "--no-show-signature", "--format=%H%x1f%an%x1f%aI%x1f%s"]
@@ -366,7 +387,9 @@ class Repo:
         """Contents of many blobs from one `git cat-file --batch` process."""
         if not oids:
             return
-        out = self.run("cat-file", "--batch", input="".join(f"{oid}\n" for oid in oids).encode(), what="reading files")
+        out = self.run(
+            "cat-file", "--batch", input="".join(f"{oid}\n" for oid in oids).encode(), what="reading files"
+        )
         pos = 0
         for _ in oids:
             end = out.index(b"\n", pos)
@@ -402,7 +425,9 @@ def with_retries(action, *, attempts: int, base_delay: float, what: str, cleanup
                     f"{what} failed {tries} times; last error: {exc.message}",
                     hint="the Git server or the network is failing: retry the task later",
                 ) from None
-            logger.warning("%s failed (try %d of %d), retrying in %.1f s: %s", what, tries, attempts, delay, exc.message)
+            logger.warning(
+                "%s failed (try %d of %d), retrying in %.1f s: %s", what, tries, attempts, delay, exc.message
+            )
             if cleanup is not None:
                 cleanup()
             time.sleep(delay)

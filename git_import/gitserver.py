@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import contextlib
 import hmac
 import logging
 import os
@@ -140,7 +141,7 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             self.server.git._unregister_connection(self.connection)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
+    def log_message(self, format: str, *args: Any) -> None:
         # Only the request line and status are ever logged, never headers.
         log.debug("%s - " + format, self.address_string(), *args)
 
@@ -186,9 +187,7 @@ class _Handler(BaseHTTPRequestHandler):
         if git.token is not None:
             user = self._authenticated_user(git)
             if user is None:
-                self._send_text(
-                    401, "Authentication required\n", {"WWW-Authenticate": 'Basic realm="git"'}
-                )
+                self._send_text(401, "Authentication required\n", {"WWW-Authenticate": 'Basic realm="git"'})
                 return
         upload_pack_post = self.command == "POST" and path.endswith("/git-upload-pack")
         if upload_pack_post and git._take_fault("stall_next"):
@@ -254,10 +253,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _abort_connection(self) -> None:
         self.close_connection = True
-        try:
+        with contextlib.suppress(OSError):
             self.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
 
     def _stall(self, git: GitHTTPServer) -> None:
         self.send_response(200)
@@ -306,7 +303,9 @@ class _Handler(BaseHTTPRequestHandler):
             if rfile.readline(3) not in (b"\r\n", b"\n"):
                 raise _ClientGone("missing chunk terminator")
 
-    def _run_backend(self, git: GitHTTPServer, path: str, query: str, user: str | None, *, may_drop: bool) -> None:
+    def _run_backend(
+        self, git: GitHTTPServer, path: str, query: str, user: str | None, *, may_drop: bool
+    ) -> None:
         env = git._backend_env()
         env.update(
             {
@@ -406,7 +405,9 @@ class _Handler(BaseHTTPRequestHandler):
                     stderr_tail.decode(errors="replace").strip(),
                 )
 
-    def _feed(self, proc: subprocess.Popen[bytes], chunked: bool, length: int, state: dict[str, bool]) -> None:
+    def _feed(
+        self, proc: subprocess.Popen[bytes], chunked: bool, length: int, state: dict[str, bool]
+    ) -> None:
         stdin = proc.stdin
         assert stdin is not None
         try:
@@ -416,10 +417,8 @@ class _Handler(BaseHTTPRequestHandler):
         except (OSError, ValueError, _ClientGone) as exc:
             log.debug("request body not fully passed to http-backend: %s", exc)
         finally:
-            try:
+            with contextlib.suppress(OSError):
                 stdin.close()
-            except OSError:
-                pass
 
     def _relay_response(self, git: GitHTTPServer, proc: subprocess.Popen[bytes], *, may_drop: bool) -> bool:
         """Send the CGI response of ``proc``; False when the response was cut (the backend must be killed)."""
@@ -600,7 +599,7 @@ class GitHTTPServer:
         for conn in connections:
             _shutdown_socket(conn)
         for proc in procs:
-            _kill(proc)
+            _kill(proc, close_output=False)
         if thread is not None:
             thread.join(timeout=5)
         with self._idle:
@@ -676,32 +675,29 @@ class GitHTTPServer:
             self._procs.add(proc)
             stopping = self._stopped
         if stopping:
-            _kill(proc)
+            _kill(proc, close_output=False)
 
     def _unregister_proc(self, proc: subprocess.Popen[bytes]) -> None:
         with self._lock:
             self._procs.discard(proc)
 
 
-def _kill(proc: subprocess.Popen[bytes]) -> None:
-    """Kill the backend and what it started (upload-pack, pack-objects...), then close its output."""
+def _kill(proc: subprocess.Popen[bytes], *, close_output: bool = True) -> None:
+    """Kill the backend and what it started (upload-pack, pack-objects...), then close its output.
+
+    Only the thread reading the output may close it (``close_output``).
+    """
     if proc.returncode is None:  # not reaped yet: its pid (= process group id) cannot have been reused
-        try:
+        with contextlib.suppress(OSError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except OSError:
-            pass
-    if proc.stdout is not None:
-        try:
+    if close_output and proc.stdout is not None:
+        with contextlib.suppress(OSError, ValueError):
             proc.stdout.close()
-        except (OSError, ValueError):
-            pass
 
 
 def _shutdown_socket(conn: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):
         conn.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -721,7 +717,9 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)
-    server = GitHTTPServer(args.root, username=args.username, token=args.token, host=args.host, port=args.port)
+    server = GitHTTPServer(
+        args.root, username=args.username, token=args.token, host=args.host, port=args.port
+    )
     try:
         server.start()
     except (OSError, RuntimeError) as exc:

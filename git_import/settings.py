@@ -269,9 +269,7 @@ def load_settings(**overrides: Any) -> Settings:
         reason = first["msg"].removeprefix("Value error, ")
         if first["type"] == "uuid_parsing":
             reason = "is not a valid UUID"
-        raise ConfigError(
-            f"{name}: {reason}", hint=_FIXES.get(name, f"correct {name} or unset it")
-        ) from None
+        raise ConfigError(f"{name}: {reason}", hint=_FIXES.get(name, f"correct {name} or unset it")) from None
     for secret in (settings.repository_token, settings.arkindex_task_token, settings.arkindex_api_token):
         if secret is not None:
             register_secret(secret.get_secret_value())

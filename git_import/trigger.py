@@ -224,7 +224,9 @@ def _fan_out(api: ArkindexAPI, plan: Plan, bodies: dict[str, dict[str, Any]], co
     logger.info("created %d/%d", done, total)
 
 
-def task_body(settings: Settings, process_id: str, parent: str, item: PlanItem, url: str, ref: str | None) -> dict[str, Any]:
+def task_body(
+    settings: Settings, process_id: str, parent: str, item: PlanItem, url: str, ref: str | None
+) -> dict[str, Any]:
     """The CreateTask body of one revision. The process environment reaches the child through the
     server [CONTRACT §2]: no secret is ever copied here."""
     env = {"REPOSITORY_REVISION": item.revision.hash, "REPOSITORY_URL": url}
@@ -248,7 +250,9 @@ def write_plan(settings: Settings, plan: Plan) -> Path:
     return path
 
 
-def run_trigger(settings: Settings, *, dry_run: bool = False, fmt: str = "text", out: TextIO | None = None) -> int:
+def run_trigger(
+    settings: Settings, *, dry_run: bool = False, fmt: str = "text", out: TextIO | None = None
+) -> int:
     """Run the trigger; returns the exit status (0 when every planned task exists at the end)."""
     out = out or sys.stdout
     timings = Timings()
@@ -274,7 +278,9 @@ def run_trigger(settings: Settings, *, dry_run: bool = False, fmt: str = "text",
                 dry_api = ArkindexAPI(settings)
                 existing = dry_api.existing_tasks(dry_api.retrieve_process(settings.ponos_process))
             except FatalError as exc:
-                logger.warning("dry run: could not read the process' tasks (%s); all revisions shown as new", exc)
+                logger.warning(
+                    "dry run: could not read the process' tasks (%s); all revisions shown as new", exc
+                )
 
     with git_env_for(settings) as git_env, tempfile.TemporaryDirectory(prefix="git-import-") as tmp:
         with timings.phase("clone"):
@@ -301,7 +307,11 @@ def run_trigger(settings: Settings, *, dry_run: bool = False, fmt: str = "text",
             selection.left_out[-1].hash[:10],
         )
     logger.info(
-        "%d revision(s) chosen (%s) on %s at %s", len(plan.items), selection.mode, target.ref or "commit", target.commit
+        "%d revision(s) chosen (%s) on %s at %s",
+        len(plan.items),
+        selection.mode,
+        target.ref or "commit",
+        target.commit,
     )
     for item in plan.items:
         if item.state == EXISTING:
@@ -315,7 +325,10 @@ def run_trigger(settings: Settings, *, dry_run: bool = False, fmt: str = "text",
         return EXIT_OK
 
     assert api is not None and process_id is not None and task_id is not None
-    bodies = {item.slug: task_body(settings, str(process_id), str(task_id), item, url, target.ref) for item in plan.items}
+    bodies = {
+        item.slug: task_body(settings, str(process_id), str(task_id), item, url, target.ref)
+        for item in plan.items
+    }
     try:
         with timings.phase("fan-out"):
             _fan_out(api, plan, bodies, settings.fan_out_concurrency)

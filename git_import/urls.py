@@ -47,7 +47,9 @@ def check_repository_url(url: str, *, allow_local: bool = False) -> str:
                 hint="remove them from the URL and set REPOSITORY_TOKEN (and REPOSITORY_USERNAME) instead",
             )
         if not split.hostname:
-            raise ConfigError(f"{where} has no host", hint="give a URL like https://gitlab.com/group/repo.git")
+            raise ConfigError(
+                f"{where} has no host", hint="give a URL like https://gitlab.com/group/repo.git"
+            )
         return url
     if scheme == "ssh":
         if split.password is not None:
@@ -112,7 +114,13 @@ def is_full_hash(value: str) -> bool:
 def check_ref(ref: str) -> str:
     """Refuse refs that git would misread (options, revision syntax)."""
     ref = ref.strip()
-    if not ref or ref.startswith("-") or _BAD_REF_CHARS.search(ref) or ".." in ref or ref.endswith((".", "/", ".lock")):
+    if (
+        not ref
+        or ref.startswith("-")
+        or _BAD_REF_CHARS.search(ref)
+        or ".." in ref
+        or ref.endswith((".", "/", ".lock"))
+    ):
         raise ConfigError(
             f"REPOSITORY_REF {ref!r} is not a valid branch, tag or ref name",
             hint="give a branch name such as 'main', a tag, or a full ref such as 'refs/heads/main'",

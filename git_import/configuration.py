@@ -1,0 +1,275 @@
+"""Worker configuration files of one revision (CONTRACT §4): find, check, validate, convert.
+
+Safety checks on raw files (size, symlink, UTF-8, YAML aliases, duplicate slugs) come before any
+API write and stop the whole revision; a file the validator rejects only fails its own worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import string
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yamale
+import yaml
+from worker_configuration import convert as legacy
+from worker_configuration.validator import validate
+
+from git_import.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+CONFIG_DIR = "arkindex"
+LEGACY_FILE = ".arkindex.yml"
+MAX_FILE_SIZE = 1024 * 1024
+MAX_YAML_NODES = 100_000
+SYMLINK_MODE = "120000"
+PLACEHOLDERS = {"slug", "hash", "short_hash", "ref"}
+
+# (mode, type, oid, path) as `git ls-tree` gives them
+TreeEntry = tuple[str, str, str, str]
+# reads blobs by oid: returns oid → bytes
+BlobReader = Callable[[list[str]], dict[str, bytes]]
+
+
+@dataclass
+class WorkerFile:
+    path: str
+    text: str
+    data: dict[str, Any]
+
+    @property
+    def slug(self) -> str:
+        return str(self.data["slug"])
+
+
+@dataclass
+class Configuration:
+    format: str  # "current", "legacy" or "none"
+    workers: list[WorkerFile] = field(default_factory=list)
+    errors: list[dict[str, str]] = field(default_factory=list)  # {"file", "message"}
+
+
+def check_image_template(template: str) -> str:
+    """Refuse a WORKER_IMAGE_TEMPLATE with a placeholder we do not fill (before anything is created)."""
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as exc:
+        raise ConfigError(
+            f"WORKER_IMAGE_TEMPLATE {template!r} is not a valid template ({exc})",
+            hint="use placeholders like {slug}:{hash}; write {{ and }} for literal braces",
+        ) from None
+    unknown = sorted(names - PLACEHOLDERS)
+    if unknown or "" in names:
+        raise ConfigError(
+            f"WORKER_IMAGE_TEMPLATE {template!r} uses unknown placeholder(s) {', '.join(repr(n) for n in unknown) or '{}'}",
+            hint="use only {slug}, {hash}, {short_hash} and {ref}",
+        )
+    return template
+
+
+def image_for(template: str, *, slug: str, commit: str, ref_name: str | None) -> str:
+    return template.format(slug=slug, hash=commit, short_hash=commit[:8], ref=ref_name or "")
+
+
+def _decode(path: str, raw: bytes) -> str:
+    if len(raw) > MAX_FILE_SIZE:
+        raise ConfigError(
+            f"{path} is {len(raw)} bytes, over the 1 MiB limit for a worker configuration file",
+            hint="keep worker configuration files small; move large data out of them",
+        )
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path} is not valid UTF-8 (byte {exc.start})", hint="save the file as UTF-8"
+        ) from None
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int], depth: int = 0) -> int:
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    if depth > 200:
+        return MAX_YAML_NODES + 1
+    size = 1
+    if isinstance(node, yaml.SequenceNode):
+        size += sum(_expanded_size(child, memo, depth + 1) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size += sum(
+            _expanded_size(k, memo, depth + 1) + _expanded_size(v, memo, depth + 1) for k, v in node.value
+        )
+    memo[key] = size
+    return size
+
+
+def parse_yaml(path: str, text: str) -> Any:
+    """Parse one YAML document safely: an alias bomb (a document that expands past 100,000 nodes) is refused.
+
+    A syntax error raises ``yaml.YAMLError`` (the file's own error); an unsafe document raises ConfigError.
+    """
+    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    if node is None:
+        return None
+    if _expanded_size(node, {}) > MAX_YAML_NODES:
+        raise ConfigError(
+            f"{path} expands to more than {MAX_YAML_NODES} YAML nodes through aliases (an alias bomb?)",
+            hint="remove the YAML anchors and aliases that multiply its content",
+        )
+    return yaml.safe_load(text)
+
+
+def _validator_message(exc: Exception) -> str:
+    if isinstance(exc, yamale.YamaleError):
+        return "; ".join(str(error) for result in exc.results for error in result.errors)
+    return str(exc)
+
+
+def _check_regular(entry: TreeEntry) -> None:
+    mode, kind, _, path = entry
+    if mode == SYMLINK_MODE:
+        raise ConfigError(
+            f"{path} is a symbolic link; worker configuration files must be regular files",
+            hint="replace the link with the file itself",
+        )
+    if kind != "blob":
+        raise ConfigError(f"{path} is not a file", hint="worker configuration files must be regular files")
+
+
+def read_current(entries: list[TreeEntry], read: BlobReader) -> Configuration:
+    """The current format: one worker per `arkindex/*.yml|yaml` file."""
+    config = Configuration("current")
+    files = sorted(
+        (
+            e
+            for e in entries
+            if PurePosixPath(e[3]).parent.as_posix() == CONFIG_DIR and e[3].endswith((".yml", ".yaml"))
+        ),
+        key=lambda e: e[3],
+    )
+    for entry in files:
+        _check_regular(entry)
+    blobs = read([e[2] for e in files])
+    for _, _, oid, path in files:
+        text = _decode(path, blobs[oid])
+        try:
+            data = parse_yaml(path, text)
+        except yaml.YAMLError as exc:
+            config.errors.append({"file": path, "message": f"invalid YAML: {exc}"})
+            continue
+        if not isinstance(data, dict):
+            config.errors.append({"file": path, "message": "the file must hold one YAML mapping (a worker)"})
+            continue
+        try:
+            validate(data, name=path)
+        except (yamale.YamaleError, ValueError, AssertionError) as exc:
+            config.errors.append({"file": path, "message": _validator_message(exc)})
+            continue
+        config.workers.append(WorkerFile(path, text, data))
+    _check_unique_slugs(config.workers)
+    return config
+
+
+def _check_unique_slugs(workers: list[WorkerFile]) -> None:
+    seen: dict[str, str] = {}
+    for worker in workers:
+        if worker.slug in seen:
+            raise ConfigError(
+                f"{seen[worker.slug]} and {worker.path} both declare the worker slug {worker.slug!r}",
+                hint="give each worker its own slug",
+            )
+        seen[worker.slug] = worker.path
+
+
+def read_legacy(
+    entries: list[TreeEntry], all_files: Callable[[], list[TreeEntry]], read: BlobReader
+) -> Configuration:
+    """The legacy `.arkindex.yml` (version 2), converted with `worker_configuration.convert`."""
+    config = Configuration("legacy")
+    (entry,) = [e for e in entries if e[3] == LEGACY_FILE]
+    _check_regular(entry)
+    text = _decode(LEGACY_FILE, read([entry[2]])[entry[2]])
+    try:
+        data = parse_yaml(LEGACY_FILE, text)
+    except yaml.YAMLError as exc:
+        config.errors.append({"file": LEGACY_FILE, "message": f"invalid YAML: {exc}"})
+        return config
+    if not isinstance(data, dict) or not data.get("workers"):
+        config.errors.append(
+            {"file": LEGACY_FILE, "message": "no `workers` list found (version 2 format expected)"}
+        )
+        return config
+
+    tree = {e[3]: e for e in all_files() if e[1] == "blob"}
+    with tempfile.TemporaryDirectory(prefix="git-import-legacy-") as tmp:
+        base = Path(tmp)
+
+        def materialize(paths: list[str]) -> None:
+            wanted = [tree[p] for p in paths if p in tree and not (base / p).exists()]
+            for e in wanted:
+                _check_regular(e)
+            blobs = read([e[2] for e in wanted])
+            for _, _, oid, path in wanted:
+                target = base / path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(_decode(path, blobs[oid]))
+
+        (base / LEGACY_FILE).write_text(text)
+        patterns = [w for w in data["workers"] if isinstance(w, str)]
+        materialize([p for p in tree if any(PurePosixPath(p).match(pattern) for pattern in patterns)])
+        definitions: list[dict[str, Any]] = []
+        for value in data["workers"]:
+            try:
+                for worker in legacy.get_worker_definitions(value, base):
+                    if isinstance(worker, dict):
+                        definitions.append(worker)
+            except (ValueError, yaml.YAMLError) as exc:
+                config.errors.append({"file": LEGACY_FILE, "message": str(exc)})
+        materialize([str(w["description"]) for w in definitions if isinstance(w.get("description"), str)])
+        for worker in definitions:
+            slug = worker.get("slug", "?")
+            try:
+                legacy.convert_worker(worker, base)
+            except FileExistsError:
+                raise ConfigError(
+                    f"{LEGACY_FILE} declares the worker slug {slug!r} more than once",
+                    hint="give each worker its own slug",
+                ) from None
+            except (yamale.YamaleError, KeyError, ValueError, AssertionError) as exc:
+                config.errors.append(
+                    {"file": LEGACY_FILE, "message": f"worker {slug}: {_validator_message(exc)}"}
+                )
+                continue
+            converted = base / CONFIG_DIR / f"{slug}.yml"
+            converted_text = converted.read_text()
+            config.workers.append(
+                WorkerFile(f"{LEGACY_FILE} ({slug})", converted_text, yaml.safe_load(converted_text))
+            )
+    _check_unique_slugs(config.workers)
+    return config
+
+
+def read_configuration(
+    entries: list[TreeEntry], all_files: Callable[[], list[TreeEntry]], read: BlobReader
+) -> Configuration:
+    """Pick the format: `arkindex/*.yml|yaml` wins over a legacy `.arkindex.yml` (dropped in Arkindex 1.12)."""
+    has_current = any(
+        PurePosixPath(e[3]).parent.as_posix() == CONFIG_DIR and e[3].endswith((".yml", ".yaml"))
+        for e in entries
+    )
+    has_legacy = any(e[3] == LEGACY_FILE for e in entries)
+    if has_current:
+        if has_legacy:
+            logger.info(
+                "both arkindex/ and %s exist: the current format wins, %s is ignored",
+                LEGACY_FILE,
+                LEGACY_FILE,
+            )
+        return read_current(entries, read)
+    if has_legacy:
+        return read_legacy(entries, all_files, read)
+    return Configuration("none")

@@ -1,0 +1,147 @@
+"""`arkindex-git-import demo`: the whole chain on one machine, offline.
+
+A sample repository served over smart HTTP on 127.0.0.1 (or the user's repository), the embedded
+Arkindex emulator, a repository process with its trigger task; the trigger runs as Ponos would run
+it (a child process with the Ponos environment), then every task it created runs the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from git_import.emulator import Emulator
+from git_import.errors import EXIT_FAILURE, EXIT_OK, ConfigError
+from git_import.gitrepo import GitEnv, Repo
+from git_import.gitserver import GitHTTPServer
+from git_import.sample import make_sample
+
+logger = logging.getLogger(__name__)
+
+DEMO_IMAGE = "arkindex-git-import:demo"
+
+
+def _run_task(task: dict, process_id: str, api_url: str, data: Path, label: str) -> int:
+    """Run one task's command in a child process with the environment a Ponos agent gives."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PONOS_", "ARKINDEX_", "REPOSITORY_"))}
+    env.update(task["env"])
+    env.update(
+        {
+            "PONOS_TASK": task["id"],
+            "PONOS_PROCESS": process_id,
+            "PONOS_DATA": str(data),
+            "ARKINDEX_API_URL": api_url,
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    args = (task.get("command") or "arkindex-git-import trigger").split()
+    if args and args[0] == "arkindex-git-import":
+        args = [sys.executable, "-m", "git_import", *args[1:]]
+    print(f"\n── task {label} ({task['slug']}) ──", flush=True)
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        print(f"   {line.rstrip()}", flush=True)
+    return proc.wait()
+
+
+def _before_for(
+    url: str, ref: str | None, revisions: int, allow_local: bool
+) -> tuple[str | None, str | None]:
+    """The commit `revisions` first-parent steps below the tip, as if those commits had just been pushed."""
+    with (
+        GitEnv(allow_local=allow_local, token=os.environ.get("REPOSITORY_TOKEN")) as git_env,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        repo = Repo.init(Path(tmp) / "r.git", url, git_env)
+        refs, head = repo.ls_remote(*([f"refs/heads/{ref}", f"refs/tags/{ref}"] if ref else ["HEAD"]))
+        full = head if not ref else next((r for r in refs), None)
+        if not full:
+            raise ConfigError(f"--ref {ref!r} not found in {url}" if ref else f"{url} has no default branch")
+        repo.fetch(f"+{full}:refs/demo", filter="tree:0", depth=revisions + 1, what="reading the history")
+        commits = repo.first_parent_log("refs/demo", limit=revisions + 1)
+        before = commits[revisions].hash if len(commits) > revisions else None
+        return full, before
+
+
+def run_demo(*, repository_url: str | None = None, ref: str | None = None, revisions: int = 3) -> int:
+    with tempfile.TemporaryDirectory(prefix="git-import-demo-") as tmp_dir:
+        tmp = Path(tmp_dir)
+        server = None
+        allow_local = False
+        if repository_url is None:
+            root = tmp / "git"
+            root.mkdir()
+            commits = make_sample(tmp / "work", root / "sample-workers.git")
+            server = GitHTTPServer(root).start()
+            url = server.url("sample-workers.git")
+            full_ref, before = "refs/heads/main", commits[0]
+            print(f"Sample repository with {len(commits)} commits served at {url}")
+        else:
+            url = repository_url
+            allow_local = ("://" not in url and Path(url).exists()) or url.startswith("file://")
+            if allow_local and not url.startswith("file://"):
+                url = str(Path(url).resolve())
+            full_ref, before = _before_for(url, ref, revisions, allow_local)
+        emulator = Emulator().start()
+        try:
+            process_env = {
+                "REPOSITORY_URL": url,
+                "REPOSITORY_REF": full_ref or "",
+                "IMPORT_IMAGE": DEMO_IMAGE,
+                "WORKER_IMAGE_TEMPLATE": "registry.example.com/workers/{slug}:{short_hash}",
+                "MAX_REVISIONS": str(max(revisions, 1)),
+                "RETRY_BASE_DELAY": "0.2",
+            }
+            if before:
+                process_env["REPOSITORY_BEFORE"] = before
+            if allow_local:
+                process_env["REPOSITORY_ALLOW_LOCAL"] = "1"
+            if os.environ.get("REPOSITORY_TOKEN"):
+                process_env["REPOSITORY_TOKEN"] = os.environ["REPOSITORY_TOKEN"]
+            process = emulator.create_process(name="Demo repository import", env=process_env)
+            trigger = emulator.create_task(
+                process["id"], slug="import", image=DEMO_IMAGE, command="arkindex-git-import trigger"
+            )
+            print(f"Arkindex emulator at {emulator.url}, process {process['id']}")
+            status = _run_task(trigger, process["id"], emulator.url, tmp / "data" / trigger["id"], "trigger")
+            emulator.set_task_state(trigger["id"], "completed" if status == 0 else "failed")
+            children = [t for t in emulator.tasks(process["id"]) if t["id"] != trigger["id"]]
+            failures = int(status != 0)
+            for index, task in enumerate(children, 1):
+                emulator.set_task_state(task["id"], "running")
+                code = _run_task(
+                    task, process["id"], emulator.url, tmp / "data" / task["id"], f"{index}/{len(children)}"
+                )
+                emulator.set_task_state(task["id"], "completed" if code == 0 else "failed")
+                failures += int(code != 0)
+            print(_summary(emulator, process["id"], trigger["id"]))
+            return EXIT_OK if failures == 0 else EXIT_FAILURE
+        finally:
+            emulator.stop()
+            if server is not None:
+                server.stop()
+
+
+def _summary(emulator: Emulator, process_id: str, trigger_id: str) -> str:
+    tasks = [t for t in emulator.tasks(process_id) if t["id"] != trigger_id]
+    lines = ["", "═" * 72, "Summary", "═" * 72, f"Tasks created by the trigger: {len(tasks)}"]
+    for task in tasks:
+        lines.append(f"  {task['slug']}  depth {task['depth']}  {task['state']}")
+    workers = emulator.workers()
+    versions = emulator.versions()
+    lines.append(f"Workers registered: {len(workers)}")
+    for worker in workers:
+        lines.append(f"  {worker['slug']} ({worker['type']}): {worker['name']} — {worker['description']}")
+        for version in (v for v in versions if v["worker_id"] == worker["id"]):
+            commit = version["revision_url"].rsplit("/", 1)[-1][:10]
+            where = f"branch {version['branch']}" if version.get("branch") else f"tag {version.get('tag')}"
+            lines.append(
+                f"    version {version['id']}  commit {commit}  {where}  image {version['docker_image_iid']}"
+            )
+    lines.append(f"Worker versions: {len(versions)}")
+    return "\n".join(lines)

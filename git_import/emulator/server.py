@@ -1,0 +1,1045 @@
+"""An embedded, Arkindex-compatible HTTP server for tests, the demo and the benchmark.
+
+It speaks the subset of the Arkindex REST API described in ``CONTRACT.md`` §3 (the paths and
+shapes are declared in :mod:`git_import.emulator.schema`), over real HTTP on a local port, so that
+the real ``arkindex-client`` can talk to it. State lives in memory behind one lock.
+
+Faults (errors, dropped connections, latency, a racing concurrent trigger) can be injected at
+random through :class:`Faults` or deterministically through :meth:`Emulator.fail_next`.
+
+Admin endpoints, outside the OpenAPI schema, live under ``/_emulator/``:
+
+- ``GET /_emulator/state``: processes, tasks (without tokens), workers, versions;
+- ``POST /_emulator/processes``: body like :meth:`Emulator.create_process` keyword arguments;
+- ``POST /_emulator/tasks``: body ``{"process_id", "slug", ...}`` like :meth:`Emulator.create_task`;
+  answers the task with its ``token``;
+- ``PATCH /_emulator/tasks/<id>``: body ``{"state": ...}``;
+- ``POST /_emulator/tokens``: answers ``{"token": ...}``, a user token (``Token`` scheme);
+- ``PUT /_emulator/faults``: any fields of :class:`Faults`; answers the faults in effect;
+- ``GET /_emulator/requests``: the accepted API requests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import json
+import random
+import re
+import secrets
+import socket
+import sys
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from git_import.emulator.schema import (
+    MAX_IMAGE_LENGTH,
+    MAX_SLUG_LENGTH,
+    OPERATIONS,
+    SCHEMA_PATH,
+    TASK_STATES,
+    openapi_schema,
+)
+
+__all__ = ["Emulator", "Faults"]
+
+OPERATION_IDS = frozenset(op for op, _method, _path in OPERATIONS)
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+# Arkindex/Ponos order of precedence of task states when computing a run's state.
+_STATE_PRECEDENCE = (
+    "running",
+    "failed",
+    "error",
+    "stopping",
+    "stopped",
+    "pending",
+    "unscheduled",
+    "completed",
+)
+
+REQUIRED = "This field is required."
+NOT_NULL = "This field may not be null."
+NOT_BLANK = "This field may not be blank."
+NOT_STRING = "Not a valid string."
+NOT_FOUND = {"detail": "Not found."}
+NOT_AUTHENTICATED = {"detail": "Authentication credentials were not provided."}
+INVALID_TOKEN = {"detail": "Invalid token."}
+
+
+def _compile(path: str) -> re.Pattern[str]:
+    return re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", path) + "$")
+
+
+_ROUTES: tuple[tuple[re.Pattern[str], str, str], ...] = tuple(
+    (_compile(path), method, operation) for operation, method, path in OPERATIONS
+)
+
+
+@dataclasses.dataclass
+class Faults:
+    """Faults the emulator injects; mutable at runtime, all off by default."""
+
+    error_rate: float = 0.0  # fraction of API requests answered with a 5xx
+    error_statuses: tuple = (500, 502, 503)
+    latency: float = 0.0  # seconds added to every API request
+    drop_rate: float = 0.0  # fraction of requests closed with no response, before processing
+    drop_after_rate: float = 0.0  # fraction of write requests committed, then closed with no response
+    duplicate_race_rate: float = 0.0  # CreateTask: another trigger creates the same slug just before
+    create_task_delay: float = 0.0  # seconds added to each CreateTask, as a database would
+    operations: frozenset | None = None  # operationIds that error/drop/race faults apply to; None: all
+    seed: int | None = None
+
+    def applies_to(self, operation: str) -> bool:
+        return self.operations is None or operation in self.operations
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["error_statuses"] = list(self.error_statuses)
+        data["operations"] = None if self.operations is None else sorted(self.operations)
+        return data
+
+
+class ApiError(Exception):
+    """Answer the current request with ``status`` and the JSON ``body``."""
+
+    def __init__(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        super().__init__(status)
+        self.status = status
+        self.body = body
+        self.headers = headers or {}
+
+
+class _Drop(Exception):
+    """Close the connection without answering."""
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _new_token() -> str:
+    return secrets.token_hex(20)
+
+
+def _parse_uuid(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return None
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "dict", list: "list", str: "str", bool: "bool", int: "int", float: "float"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _error_body(kind: str, detail: str, code: str = "error") -> dict[str, Any]:
+    return {"type": kind, "errors": [{"attr": None, "code": code, "detail": detail}]}
+
+
+class _Validator:
+    """Collects Django-REST-framework-style field errors: ``{"field": ["message"]}``."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.body = body
+        self.errors: dict[str, Any] = {}
+
+    def error(self, field: str, message: Any) -> None:
+        if isinstance(message, dict):
+            self.errors[field] = message
+        else:
+            self.errors.setdefault(field, []).append(message)
+
+    def string(
+        self,
+        field: str,
+        *,
+        required: bool = True,
+        nullable: bool = False,
+        allow_blank: bool = False,
+        max_length: int | None = None,
+    ) -> str | None:
+        if field not in self.body:
+            if required:
+                self.error(field, REQUIRED)
+            return None
+        value = self.body[field]
+        if value is None:
+            if not nullable:
+                self.error(field, NOT_NULL)
+            return None
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            self.error(field, NOT_STRING)
+            return None
+        value = str(value)
+        if not value.strip() and not allow_blank:
+            self.error(field, NOT_BLANK)
+            return None
+        if max_length is not None and len(value) > max_length:
+            self.error(field, f"Ensure this field has no more than {max_length} characters.")
+            return None
+        return value
+
+    def boolean(self, field: str, default: bool) -> bool:
+        value = self.body.get(field, default)
+        if isinstance(value, bool):
+            return value
+        if value in ("true", "True", 1, "1"):
+            return True
+        if value in ("false", "False", 0, "0"):
+            return False
+        self.error(field, "Must be a valid boolean.")
+        return default
+
+    def str_dict(self, field: str) -> dict[str, str]:
+        value = self.body.get(field)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.error(field, f'Expected a dictionary of items but got type "{_json_type(value)}".')
+            return {}
+        bad = {str(key): [NOT_STRING] for key, item in value.items() if not isinstance(item, str)}
+        if bad:
+            self.error(field, bad)
+            return {}
+        return dict(value)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    request_queue_size = 128
+    emulator: Emulator
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "ArkindexEmulator/1.0"
+    server: _Server
+
+    # --- plumbing -------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in separate writes: without this, Nagle's algorithm and the
+        # peer's delayed ACK add ~40 ms to every response.
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.server.emulator._track(self.connection, True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.emulator._track(self.connection, False)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silence the default access log on stderr."""
+        pass
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    def do_POST(self) -> None:
+        self._dispatch()
+
+    def do_PUT(self) -> None:
+        self._dispatch()
+
+    def do_PATCH(self) -> None:
+        self._dispatch()
+
+    def do_DELETE(self) -> None:
+        self._dispatch()
+
+    def _read_body(self) -> bytes:
+        length = self.headers.get("Content-Length")
+        if not length:
+            return b""
+        try:
+            return self.rfile.read(int(length))
+        except ValueError:
+            return b""
+
+    def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        payload = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    def _drop(self) -> None:
+        self.close_connection = True
+
+    def _dispatch(self) -> None:
+        raw = self._read_body()
+        path = urlsplit(self.path).path
+        emulator = self.server.emulator
+        try:
+            if path == SCHEMA_PATH or path == SCHEMA_PATH.rstrip("/"):
+                if self.command != "GET":
+                    raise ApiError(405, {"detail": f'Method "{self.command}" not allowed.'}, {"Allow": "GET"})
+                self._send(200, openapi_schema())
+            elif path.startswith("/_emulator/"):
+                status, body = emulator._admin(self.command, path[len("/_emulator/") :], raw)
+                self._send(status, body)
+            else:
+                status, body, headers = emulator._api(self.command, path, self.headers, raw)
+                self._send(status, body, headers)
+        except _Drop:
+            self._drop()
+        except ApiError as exc:
+            self._send(exc.status, exc.body, exc.headers)
+        except Exception:
+            traceback.print_exc(file=sys.stderr)
+            self._send(500, _error_body("server_error", "Internal emulator error"))
+
+
+class Emulator:
+    """An in-memory Arkindex-compatible server on a local port (see the module docstring)."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, faults: Faults | None = None) -> None:
+        self.host = host
+        self.port = port
+        self.faults = faults if faults is not None else Faults()
+        self.requests: list[dict[str, Any]] = []
+        self.stats: dict[str, int] = {
+            "errors_injected": 0,
+            "drops_injected": 0,
+            "races_injected": 0,
+            "rate_limited": 0,
+        }
+        self._lock = threading.RLock()
+        self._processes: dict[str, dict[str, Any]] = {}
+        self._tasks: dict[str, dict[str, Any]] = {}
+        self._workers: dict[str, dict[str, Any]] = {}
+        self._versions: dict[str, dict[str, Any]] = {}
+        self._task_tokens: dict[str, str] = {}  # token -> task id
+        self._user_tokens: set[str] = set()
+        self._fail_next: dict[str, list[tuple[int, int | None]]] = {}
+        self._rng: random.Random | None = None
+        self._rng_key: tuple[int, int | None] | None = None
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._connections: set[socket.socket] = set()
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("The emulator is not started")
+        return f"http://{self.host}:{self.port}/"
+
+    def start(self) -> Emulator:
+        if self._server is not None:
+            return self
+        server = _Server((self.host, self.port), _Handler)
+        server.emulator = self
+        self.port = server.server_address[1]
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.01}, name="arkindex-emulator", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        with self._lock:
+            connections = list(self._connections)
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> Emulator:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _track(self, conn: socket.socket, add: bool) -> None:
+        with self._lock:
+            if add:
+                self._connections.add(conn)
+            else:
+                self._connections.discard(conn)
+
+    # --- seeding and inspection (Python API) ----------------------------------------------------
+
+    def create_process(
+        self,
+        *,
+        name: str | None = "Repository import",
+        mode: str = "repository",
+        env: dict[str, str] | None = None,
+        corpus: str | None = None,
+        farm: bool | dict[str, Any] | None = True,
+    ) -> dict[str, Any]:
+        """Create a process; returns its full record (including ``env``)."""
+        if env is not None and (
+            not isinstance(env, dict)
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items())
+        ):
+            raise ValueError("env must be a mapping of strings to strings")
+        if isinstance(farm, dict):
+            farm_value: dict[str, Any] | None = {
+                "id": str(farm.get("id") or uuid.uuid4()),
+                "name": farm.get("name", "Default farm"),
+            }
+        elif farm:
+            farm_value = {"id": str(uuid.uuid4()), "name": "Default farm"}
+        else:
+            farm_value = None
+        process = {
+            "id": str(uuid.uuid4()),
+            "name": name,
+            "mode": mode,
+            "corpus": None if corpus is None else str(corpus),
+            "farm": farm_value,
+            "env": dict(env or {}),
+            "created": _now(),
+        }
+        with self._lock:
+            self._processes[process["id"]] = process
+            return self._process_full(process)
+
+    def create_task(
+        self,
+        process_id: str,
+        *,
+        slug: str = "import",
+        parents: Iterable[str] = (),
+        image: str = "arkindex-git-import",
+        command: str | None = None,
+        env: dict[str, str] | None = None,
+        state: str = "running",
+        run: int = 0,
+    ) -> dict[str, Any]:
+        """Seed a task (as Ponos would); returns its full record including its ``token``."""
+        if state not in TASK_STATES:
+            raise ValueError(f"Unknown task state {state!r}")
+        with self._lock:
+            process = self._processes.get(str(process_id))
+            if process is None:
+                raise ValueError(f"Unknown process {process_id}")
+            parent_tasks = []
+            for parent_id in parents:
+                parent = self._tasks.get(str(parent_id))
+                if parent is None or parent["process_id"] != process["id"]:
+                    raise ValueError(f"Unknown parent task {parent_id} in process {process_id}")
+                parent_tasks.append(parent)
+            if self._slug_taken(process["id"], run, slug):
+                raise ValueError(f"A task with the slug {slug!r} already exists in run {run} of {process_id}")
+            task = self._insert_task(
+                process,
+                slug=slug,
+                parents=parent_tasks,
+                image=image,
+                command=command,
+                env=env or {},
+                run=run,
+                state=state,
+                has_docker_socket=False,
+            )
+            return copy.deepcopy(task)
+
+    def create_user_token(self) -> str:
+        """A token for the ``Token`` scheme, authenticating as a user."""
+        token = _new_token()
+        with self._lock:
+            self._user_tokens.add(token)
+        return token
+
+    def fail_next(
+        self, operation: str, count: int = 1, status: int = 503, retry_after: int | None = None
+    ) -> None:
+        """Answer the next ``count`` calls of ``operation`` with ``status`` (plus ``Retry-After`` if given)."""
+        if operation not in OPERATION_IDS:
+            raise ValueError(f"Unknown operation {operation!r}; known: {sorted(OPERATION_IDS)}")
+        if not 400 <= status <= 599:
+            raise ValueError("status must be a 4xx or 5xx code")
+        with self._lock:
+            self._fail_next.setdefault(operation, []).extend([(status, retry_after)] * count)
+
+    def processes(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [self._process_full(p) for p in self._processes.values()]
+
+    def process(self, process_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            process = self._processes.get(str(process_id))
+            return None if process is None else self._process_full(process)
+
+    def tasks(self, process_id: str | None = None) -> list[dict[str, Any]]:
+        """Every task (optionally of one process), in creation order, full records (env, token)."""
+        with self._lock:
+            return [
+                copy.deepcopy(t)
+                for t in self._tasks.values()
+                if process_id is None or t["process_id"] == str(process_id)
+            ]
+
+    def task_by_slug(self, process_id: str, slug: str) -> dict[str, Any] | None:
+        """The most recently created task of that process with that slug, if any."""
+        matches = [t for t in self.tasks(process_id) if t["slug"] == slug]
+        return matches[-1] if matches else None
+
+    def set_task_state(self, task_id: str, state: str) -> None:
+        if state not in TASK_STATES:
+            raise ValueError(f"Unknown task state {state!r}")
+        with self._lock:
+            task = self._tasks.get(str(task_id))
+            if task is None:
+                raise KeyError(task_id)
+            task["state"] = state
+
+    def workers(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return copy.deepcopy(list(self._workers.values()))
+
+    def versions(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return copy.deepcopy(list(self._versions.values()))
+
+    # --- state helpers (caller holds the lock) --------------------------------------------------
+
+    def _process_state(self, process_id: str) -> str:
+        tasks = [t for t in self._tasks.values() if t["process_id"] == process_id]
+        if not tasks:
+            return "unscheduled"
+        last_run = max(t["run"] for t in tasks)
+        states = {t["state"] for t in tasks if t["run"] == last_run}
+        if len(states) == 1:
+            return states.pop()
+        return next(s for s in _STATE_PRECEDENCE if s in states)
+
+    def _process_view(self, process: dict[str, Any]) -> dict[str, Any]:
+        """The RetrieveProcess response: never the env."""
+        return {
+            "id": process["id"],
+            "name": process["name"],
+            "mode": process["mode"],
+            "state": self._process_state(process["id"]),
+            "corpus": process["corpus"],
+            "farm": copy.deepcopy(process["farm"]),
+            "tasks": [
+                {
+                    "id": t["id"],
+                    "slug": t["slug"],
+                    "state": t["state"],
+                    "run": t["run"],
+                    "depth": t["depth"],
+                    "parents": list(t["parents"]),
+                }
+                for t in self._tasks.values()
+                if t["process_id"] == process["id"]
+            ],
+            "created": process["created"],
+        }
+
+    def _process_full(self, process: dict[str, Any]) -> dict[str, Any]:
+        return {**self._process_view(process), "env": dict(process["env"])}
+
+    @staticmethod
+    def _task_public(task: dict[str, Any]) -> dict[str, Any]:
+        """A task without its token (nor ``ARKINDEX_TASK_TOKEN`` in its env)."""
+        public = {k: copy.deepcopy(v) for k, v in task.items() if k != "token"}
+        public["env"].pop("ARKINDEX_TASK_TOKEN", None)
+        return public
+
+    def _slug_taken(self, process_id: str, run: int, slug: str) -> bool:
+        return any(
+            t["process_id"] == process_id and t["run"] == run and t["slug"] == slug
+            for t in self._tasks.values()
+        )
+
+    def _insert_task(
+        self,
+        process: dict[str, Any],
+        *,
+        slug: str,
+        parents: list[dict[str, Any]],
+        image: str,
+        command: str | None,
+        env: dict[str, str],
+        run: int,
+        state: str,
+        has_docker_socket: bool,
+    ) -> dict[str, Any]:
+        token = _new_token()
+        task = {
+            "id": str(uuid.uuid4()),
+            "process_id": process["id"],
+            "slug": slug,
+            "parents": [p["id"] for p in parents],
+            "image": image,
+            "command": command,
+            "env": {**process["env"], **env, "ARKINDEX_TASK_TOKEN": token},
+            "run": run,
+            "depth": max((p["depth"] for p in parents), default=-1) + 1,
+            "state": state,
+            "has_docker_socket": has_docker_socket,
+            "created": _now(),
+            "token": token,
+        }
+        self._tasks[task["id"]] = task
+        self._task_tokens[token] = task["id"]
+        return task
+
+    # --- faults ---------------------------------------------------------------------------------
+
+    def _random(self) -> float:
+        # Caller holds the lock. Re-seed when the faults object or its seed changes.
+        key = (id(self.faults), self.faults.seed)
+        if self._rng is None or key != self._rng_key:
+            self._rng = random.Random(self.faults.seed)
+            self._rng_key = key
+        return self._rng.random()
+
+    def _roll(self, rate: float) -> bool:
+        return rate > 0 and (rate >= 1 or self._random() < rate)
+
+    def _before(self, operation: str) -> None:
+        """Faults applied before processing: deterministic failures, drops, random errors."""
+        faults = self.faults
+        with self._lock:
+            queue = self._fail_next.get(operation)
+            if queue:
+                status, retry_after = queue.pop(0)
+                headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+                if status == 429:
+                    self.stats["rate_limited"] += 1
+                    wait = f" Expected available in {retry_after} seconds." if retry_after is not None else ""
+                    body = _error_body("client_error", f"Request was throttled.{wait}", "throttled")
+                else:
+                    self.stats["errors_injected"] += 1
+                    kind = "server_error" if status >= 500 else "client_error"
+                    body = _error_body(kind, "Injected fault")
+                raise ApiError(status, body, headers)
+            if not faults.applies_to(operation):
+                return
+            if self._roll(faults.drop_rate):
+                self.stats["drops_injected"] += 1
+                raise _Drop()
+            if self._roll(faults.error_rate):
+                self.stats["errors_injected"] += 1
+                statuses = tuple(faults.error_statuses) or (500,)
+                status = statuses[int(self._random() * len(statuses)) % len(statuses)]
+                raise ApiError(status, _error_body("server_error", "Injected fault"))
+
+    # --- API ------------------------------------------------------------------------------------
+
+    def _api(
+        self, method: str, path: str, headers: Any, raw: bytes
+    ) -> tuple[int, Any, dict[str, str] | None]:
+        operation = None
+        params: dict[str, str] = {}
+        allowed = []
+        for pattern, route_method, route_operation in _ROUTES:
+            match = pattern.match(path)
+            if match:
+                allowed.append(route_method)
+                if route_method == method:
+                    operation, params = route_operation, match.groupdict()
+        if operation is None:
+            if allowed:
+                raise ApiError(
+                    405, {"detail": f'Method "{method}" not allowed.'}, {"Allow": ", ".join(allowed)}
+                )
+            raise ApiError(404, NOT_FOUND)
+
+        faults = self.faults
+        if faults.latency > 0:
+            time.sleep(faults.latency)
+        self._before(operation)
+
+        auth_scheme, task_id = self._authenticate(headers.get("Authorization"))
+        body: Any = None
+        if method in WRITE_METHODS:
+            body = self._parse_body(raw)
+
+        handler = getattr(self, f"_op_{operation}")
+        status, response = handler(params, body, auth_scheme, task_id)
+
+        with self._lock:
+            if (
+                method in WRITE_METHODS
+                and faults.applies_to(operation)
+                and self._roll(faults.drop_after_rate)
+            ):
+                self.stats["drops_injected"] += 1
+                raise _Drop()
+            self.requests.append(
+                {
+                    "operation": operation,
+                    "method": method,
+                    "path": path,
+                    "status": status,
+                    "body": copy.deepcopy(body),
+                    "auth_scheme": auth_scheme,
+                    "task_id": task_id,
+                }
+            )
+        return status, response, None
+
+    def _authenticate(self, header: str | None) -> tuple[str, str | None]:
+        if not header:
+            raise ApiError(401, NOT_AUTHENTICATED, {"WWW-Authenticate": "Token"})
+        scheme, _, token = header.strip().partition(" ")
+        token = token.strip()
+        if scheme not in ("Ponos", "Token"):
+            raise ApiError(401, NOT_AUTHENTICATED, {"WWW-Authenticate": "Token"})
+        if not token or " " in token:
+            raise ApiError(401, {"detail": "Invalid token header."}, {"WWW-Authenticate": "Token"})
+        with self._lock:
+            if scheme == "Ponos" and token in self._task_tokens:
+                return "Ponos", self._task_tokens[token]
+            if scheme == "Token" and token in self._user_tokens:
+                return "Token", None
+        raise ApiError(401, INVALID_TOKEN, {"WWW-Authenticate": "Token"})
+
+    @staticmethod
+    def _parse_body(raw: bytes) -> dict[str, Any]:
+        if not raw:
+            return {}
+        try:
+            body = json.loads(raw)
+        except ValueError as exc:
+            raise ApiError(400, {"detail": f"JSON parse error - {exc}"}) from None
+        if not isinstance(body, dict):
+            raise ApiError(
+                400,
+                {"non_field_errors": [f"Invalid data. Expected a dictionary, but got {_json_type(body)}."]},
+            )
+        return body
+
+    def _op_RetrieveProcess(self, params: dict[str, str], body: Any, scheme: str, task_id: str | None):
+        process_id = _parse_uuid(params["id"])
+        with self._lock:
+            process = self._processes.get(process_id or "")
+            if process is None:
+                raise ApiError(404, NOT_FOUND)
+            return 200, self._process_view(process)
+
+    def _op_CreateTask(self, params: dict[str, str], body: dict[str, Any], scheme: str, task_id: str | None):
+        if scheme != "Ponos":
+            raise ApiError(403, {"detail": "Only Ponos tasks are allowed to create tasks."})
+        v = _Validator(body)
+        process_id = None
+        if "process_id" not in body:
+            v.error("process_id", REQUIRED)
+        elif body["process_id"] is None:
+            v.error("process_id", NOT_NULL)
+        else:
+            process_id = _parse_uuid(body["process_id"])
+            if process_id is None:
+                v.error("process_id", "Must be a valid UUID.")
+        slug = v.string("slug", max_length=MAX_SLUG_LENGTH)
+        image = v.string("image", max_length=MAX_IMAGE_LENGTH)
+        command = v.string("command", required=False, nullable=True, allow_blank=True)
+        env = v.str_dict("env")
+        has_docker_socket = v.boolean("has_docker_socket", False)
+        parent_ids: list[str] = []
+        if "parents" not in body:
+            v.error("parents", REQUIRED)
+        elif not isinstance(body["parents"], list):
+            v.error("parents", f'Expected a list of items but got type "{_json_type(body["parents"])}".')
+        elif not body["parents"]:
+            v.error("parents", "This list may not be empty.")
+        else:
+            for value in body["parents"]:
+                parsed = _parse_uuid(value)
+                if parsed is None:
+                    v.error("parents", "Must be a valid UUID.")
+                elif parsed not in parent_ids:
+                    parent_ids.append(parsed)
+
+        if self.faults.create_task_delay > 0:
+            time.sleep(self.faults.create_task_delay)
+
+        with self._lock:
+            process = None
+            if process_id is not None:
+                process = self._processes.get(process_id)
+                if process is None:
+                    v.error("process_id", f'Invalid pk "{process_id}" - object does not exist.')
+                elif self._tasks[task_id]["process_id"] != process_id:
+                    raise ApiError(
+                        403, {"detail": "You do not have permission to create tasks in this process."}
+                    )
+            parents = []
+            for parent_id in parent_ids:
+                parent = self._tasks.get(parent_id)
+                if parent is None:
+                    v.error("parents", f'Invalid pk "{parent_id}" - object does not exist.')
+                elif process is not None and parent["process_id"] != process["id"]:
+                    v.error("parents", f"Task {parent_id} does not belong to process {process['id']}.")
+                else:
+                    parents.append(parent)
+            if parents and len({p["run"] for p in parents}) > 1:
+                v.error("parents", "All parents must be in the same run.")
+            if v.errors:
+                raise ApiError(400, v.errors)
+            assert process is not None and slug is not None and image is not None
+            run = parents[0]["run"]
+            duplicate = {"slug": [f"A task with the slug '{slug}' already exists in this process run."]}
+            if self._slug_taken(process["id"], run, slug):
+                raise ApiError(400, duplicate)
+            kwargs = {
+                "slug": slug,
+                "parents": parents,
+                "image": image,
+                "command": command,
+                "env": env,
+                "run": run,
+                "state": "unscheduled",
+                "has_docker_socket": has_docker_socket,
+            }
+            if self.faults.applies_to("CreateTask") and self._roll(self.faults.duplicate_race_rate):
+                # Another trigger of the same process created the same task just before us.
+                self._insert_task(process, **kwargs)
+                self.stats["races_injected"] += 1
+                raise ApiError(400, duplicate)
+            task = self._insert_task(process, **kwargs)
+            response = {
+                key: copy.deepcopy(task[key])
+                for key in (
+                    "id",
+                    "process_id",
+                    "slug",
+                    "parents",
+                    "image",
+                    "command",
+                    "env",
+                    "run",
+                    "depth",
+                    "state",
+                )
+            }
+            response["env"].pop("ARKINDEX_TASK_TOKEN", None)
+            return 201, response
+
+    def _get_worker(self, worker_id: str) -> dict[str, Any]:
+        worker = self._workers.get(_parse_uuid(worker_id) or "")
+        if worker is None:
+            raise ApiError(404, NOT_FOUND)
+        return worker
+
+    def _get_version(self, version_id: str) -> dict[str, Any]:
+        version = self._versions.get(_parse_uuid(version_id) or "")
+        if version is None:
+            raise ApiError(404, NOT_FOUND)
+        return version
+
+    def _op_CreateWorker(
+        self, params: dict[str, str], body: dict[str, Any], scheme: str, task_id: str | None
+    ):
+        v = _Validator(body)
+        name = v.string("name", max_length=100)
+        worker_type = v.string("type", max_length=100)
+        slug = v.string("slug", max_length=100)
+        description = v.string("description", allow_blank=True)
+        repository_url = v.string("repository_url")
+        if v.errors:
+            raise ApiError(400, v.errors)
+        with self._lock:
+            for worker in self._workers.values():
+                if worker["slug"] == slug:
+                    if worker["repository_url"] == repository_url:
+                        return 200, dict(worker)
+                    raise ApiError(
+                        400,
+                        {"slug": [f"A worker with the slug '{slug}' already exists for another repository."]},
+                    )
+            worker = {
+                "id": str(uuid.uuid4()),
+                "name": name,
+                "slug": slug,
+                "type": worker_type,
+                "description": description,
+                "repository_url": repository_url,
+            }
+            self._workers[worker["id"]] = worker
+            return 201, dict(worker)
+
+    def _op_PartialUpdateWorker(
+        self, params: dict[str, str], body: dict[str, Any], scheme: str, task_id: str | None
+    ):
+        with self._lock:
+            worker = self._get_worker(params["id"])
+        v = _Validator(body)
+        changes = {}
+        for field, allow_blank in (("name", False), ("type", False), ("description", True)):
+            value = v.string(field, required=False, allow_blank=allow_blank)
+            if value is not None:
+                changes[field] = value
+        if v.errors:
+            raise ApiError(400, v.errors)
+        with self._lock:
+            worker.update(changes)
+            return 200, dict(worker)
+
+    def _op_ImportWorkerVersion(
+        self, params: dict[str, str], body: dict[str, Any], scheme: str, task_id: str | None
+    ):
+        with self._lock:
+            worker = self._get_worker(params["id"])
+        v = _Validator(body)
+        yaml_text = v.string("yaml")
+        revision_url = v.string("revision_url")
+        docker_image_iid = v.string("docker_image_iid")
+        branch = v.string("branch", required=False, nullable=True)
+        tag = v.string("tag", required=False, nullable=True)
+        if yaml_text is not None:
+            try:
+                parsed = yaml.safe_load(yaml_text)
+            except yaml.YAMLError as exc:
+                v.error("yaml", f"Invalid YAML: {exc}")
+            else:
+                if not isinstance(parsed, dict):
+                    v.error("yaml", "The YAML configuration must be a mapping.")
+        if v.errors:
+            raise ApiError(400, v.errors)
+        with self._lock:
+            for version in self._versions.values():
+                if version["worker_id"] == worker["id"] and version["revision_url"] == revision_url:
+                    raise ApiError(
+                        409,
+                        {
+                            "type": "client_error",
+                            "errors": [
+                                {
+                                    "attr": None,
+                                    "code": "unique",
+                                    "detail": "A worker version already exists for this revision URL.",
+                                }
+                            ],
+                            "existing_id": version["id"],
+                        },
+                    )
+            version = {
+                "id": str(uuid.uuid4()),
+                "worker_id": worker["id"],
+                "revision_url": revision_url,
+                "docker_image_iid": docker_image_iid,
+                "yaml": yaml_text,
+                "branch": branch,
+                "tag": tag,
+                "state": "available",
+                "created": _now(),
+            }
+            self._versions[version["id"]] = version
+            return 201, dict(version)
+
+    def _op_RetrieveWorkerVersion(self, params: dict[str, str], body: Any, scheme: str, task_id: str | None):
+        with self._lock:
+            return 200, dict(self._get_version(params["id"]))
+
+    def _op_PartialUpdateWorkerVersion(
+        self, params: dict[str, str], body: dict[str, Any], scheme: str, task_id: str | None
+    ):
+        with self._lock:
+            version = self._get_version(params["id"])
+        v = _Validator(body)
+        changes = {}
+        for field in ("tag", "branch"):
+            if field in body:
+                changes[field] = v.string(field, required=False, nullable=True)
+        if v.errors:
+            raise ApiError(400, v.errors)
+        with self._lock:
+            version.update(changes)
+            return 200, dict(version)
+
+    # --- admin ----------------------------------------------------------------------------------
+
+    def _admin(self, method: str, path: str, raw: bytes) -> tuple[int, Any]:
+        path = path.strip("/")
+        try:
+            if path == "state" and method == "GET":
+                with self._lock:
+                    return 200, {
+                        "processes": [self._process_full(p) for p in self._processes.values()],
+                        "tasks": [self._task_public(t) for t in self._tasks.values()],
+                        "workers": copy.deepcopy(list(self._workers.values())),
+                        "versions": copy.deepcopy(list(self._versions.values())),
+                        "stats": dict(self.stats),
+                    }
+            if path == "requests" and method == "GET":
+                with self._lock:
+                    return 200, copy.deepcopy(self.requests)
+            if path == "processes" and method == "POST":
+                body = self._parse_body(raw)
+                allowed = {"name", "mode", "env", "corpus", "farm"}
+                return 201, self.create_process(**{k: v for k, v in body.items() if k in allowed})
+            if path == "tasks" and method == "POST":
+                body = self._parse_body(raw)
+                if "process_id" not in body:
+                    raise ApiError(400, {"process_id": [REQUIRED]})
+                allowed = {"slug", "parents", "image", "command", "env", "state", "run"}
+                kwargs = {k: v for k, v in body.items() if k in allowed}
+                return 201, self.create_task(body["process_id"], **kwargs)
+            if path.startswith("tasks/") and method == "PATCH":
+                body = self._parse_body(raw)
+                task_id = path[len("tasks/") :]
+                self.set_task_state(task_id, body.get("state", ""))
+                with self._lock:
+                    return 200, self._task_public(self._tasks[task_id])
+            if path == "tokens" and method == "POST":
+                return 201, {"token": self.create_user_token()}
+            if path == "faults" and method == "PUT":
+                return 200, self._update_faults(self._parse_body(raw))
+            if path == "faults" and method == "GET":
+                return 200, self.faults.to_json()
+        except (ValueError, TypeError) as exc:
+            raise ApiError(400, {"detail": str(exc)}) from None
+        except KeyError as exc:
+            raise ApiError(404, {"detail": f"Not found: {exc}"}) from None
+        raise ApiError(404, NOT_FOUND)
+
+    def _update_faults(self, body: dict[str, Any]) -> dict[str, Any]:
+        fields = {f.name for f in dataclasses.fields(Faults)}
+        unknown = sorted(set(body) - fields)
+        if unknown:
+            raise ValueError(
+                f"Unknown fault fields: {', '.join(unknown)}; known: {', '.join(sorted(fields))}"
+            )
+        for key, value in body.items():
+            if key == "operations":
+                value = None if value is None else frozenset(value)
+                if value is not None and not value <= OPERATION_IDS:
+                    raise ValueError(f"Unknown operations: {', '.join(sorted(value - OPERATION_IDS))}")
+            elif key == "error_statuses":
+                value = tuple(int(s) for s in value)
+            elif key == "seed":
+                value = None if value is None else int(value)
+            else:
+                value = float(value)
+            setattr(self.faults, key, value)
+        return self.faults.to_json()

@@ -1,0 +1,233 @@
+"""The per-revision import task: register the workers one commit declares on Arkindex.
+
+It fetches that one commit (depth 1, trees only), lists the configuration files, fetches just their
+blobs in one request and reads them with one `git cat-file --batch`. Running it twice leaves Arkindex
+as one run would: workers are found by slug and repository, versions by revision URL.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from git_import.api import APIError, ArkindexAPI
+from git_import.configuration import (
+    CONFIG_DIR,
+    LEGACY_FILE,
+    Configuration,
+    WorkerFile,
+    check_image_template,
+    image_for,
+    read_configuration,
+)
+from git_import.errors import EXIT_FAILURE, EXIT_OK, ConfigError, FatalError
+from git_import.gitrepo import GitEnv, GitError, Repo, with_retries
+from git_import.settings import Settings
+from git_import.trigger import Timings, git_env_for
+from git_import.urls import branch_and_tag, check_repository_url, revision_url, web_url
+
+logger = logging.getLogger(__name__)
+
+REPORT_FILE = "import-report.json"
+
+
+def fetch_revision(settings: Settings, git_env: GitEnv, workdir: Path, url: str, commit: str) -> Repo:
+    """Fetch one commit and its trees, no history and no blobs."""
+    path = workdir / "repo.git"
+
+    def attempt() -> Repo:
+        repo = Repo.init(path, url, git_env)
+        try:
+            repo.fetch(commit, filter="blob:none", depth=1, what=f"fetching revision {commit}")
+        except GitError as exc:
+            if exc.transient or isinstance(exc, ConfigError):
+                raise
+            raise ConfigError(
+                f"revision {commit} could not be fetched from the repository ({exc.message})",
+                hint="check REPOSITORY_REVISION: the commit may have been removed by a force push",
+            ) from None
+        return repo
+
+    return with_retries(
+        attempt,
+        attempts=settings.retry_attempts,
+        base_delay=settings.retry_base_delay,
+        what=f"fetching revision {commit}",
+        cleanup=lambda: shutil.rmtree(path, ignore_errors=True),
+    )
+
+
+def read_revision_configuration(settings: Settings, repo: Repo, commit: str) -> Configuration:
+    def read(oids: list[str]) -> dict[str, bytes]:
+        unique = list(dict.fromkeys(oids))
+        if not unique:
+            return {}
+        # One request for every blob, then one cat-file process: no round trip per file.
+        with_retries(
+            lambda: repo.fetch_objects(unique, what="fetching the configuration files"),
+            attempts=settings.retry_attempts,
+            base_delay=settings.retry_base_delay,
+            what="fetching the configuration files",
+        )
+        return dict(repo.read_blobs(unique))
+
+    entries = repo.ls_tree(commit, f"{CONFIG_DIR}/", LEGACY_FILE)
+    return read_configuration(entries, lambda: repo.ls_tree(commit, recursive=True), read)
+
+
+def register_worker(
+    api: ArkindexAPI,
+    worker: WorkerFile,
+    *,
+    repository: str,
+    rev_url: str,
+    image: str,
+    branch: str | None,
+    tag: str | None,
+) -> dict[str, Any]:
+    """CreateWorker (+ PartialUpdateWorker when it changed), then ImportWorkerVersion or the existing one."""
+    data = worker.data
+    payload = {
+        "name": data["display_name"],
+        "type": data["type"],
+        "slug": data["slug"],
+        "description": data["description"],
+        "repository_url": repository,
+    }
+    entry: dict[str, Any] = {"slug": worker.slug, "file": worker.path, "updated": []}
+    remote = api.create_worker(payload)
+    entry["worker_id"] = str(remote["id"])
+    changed = {f: payload[f] for f in ("name", "type", "description") if remote.get(f) != payload[f]}
+    if changed:
+        api.update_worker(entry["worker_id"], changed)
+        entry["updated"].append("worker " + ", ".join(sorted(changed)))
+    body: dict[str, Any] = {"yaml": worker.text, "revision_url": rev_url, "docker_image_iid": image}
+    if branch:
+        body["branch"] = branch
+    if tag:
+        body["tag"] = tag
+    version, created = api.import_version(entry["worker_id"], body)
+    entry["version_id"] = str(version["id"])
+    entry["version"] = "created" if created else "existing"
+    if not created:
+        update = {f: body[f] for f in ("branch", "tag") if body.get(f) and version.get(f) != body[f]}
+        if update:
+            api.update_version(entry["version_id"], update)
+            entry["updated"].append("version " + ", ".join(sorted(update)))
+    return entry
+
+
+def run_revision(settings: Settings) -> int:
+    """Run the per-revision import; returns the exit status."""
+    timings = Timings()
+    commit = settings.repository_revision
+    if not commit:
+        raise ConfigError(
+            "no revision to import",
+            hint="give the commit hash as `arkindex-git-import revision <hash>` or set REPOSITORY_REVISION",
+        )
+    url = check_repository_url(settings.require_repository(), allow_local=settings.repository_allow_local)
+    template = check_image_template(settings.worker_image_template)
+    settings.require_api()
+    ref = settings.repository_ref
+    branch, tag = branch_and_tag(ref)
+    rev_url = revision_url(url, commit)
+    report: dict[str, Any] = {
+        "revision": commit,
+        "repository_url": url,
+        "ref": ref,
+        "revision_url": rev_url,
+        "configuration": None,
+        "workers": [],
+        "errors": [],
+    }
+    try:
+        with git_env_for(settings) as git_env, tempfile.TemporaryDirectory(prefix="git-import-") as tmp:
+            with timings.phase("fetch"):
+                logger.info("revision %s: fetching from %s", commit, url)
+                repo = fetch_revision(settings, git_env, Path(tmp), url, commit)
+            with timings.phase("read"):
+                config = read_revision_configuration(settings, repo, commit)
+        report["configuration"] = config.format
+        report["errors"].extend(config.errors)
+        for error in config.errors:
+            logger.error("revision %s: %s: %s", commit[:10], error["file"], error["message"])
+        if config.format == "none":
+            logger.info(
+                "revision %s: no worker configuration (no %s/*.yml or %s): nothing to import",
+                commit[:10],
+                CONFIG_DIR,
+                LEGACY_FILE,
+            )
+            return EXIT_OK
+        if not config.workers:
+            logger.error("revision %s: no valid worker configuration: nothing registered", commit[:10])
+            return EXIT_FAILURE
+        with timings.phase("register"):
+            api = ArkindexAPI(settings)
+            repository = web_url(url)
+            for worker in config.workers:
+                image = image_for(template, slug=worker.slug, commit=commit, ref_name=branch or tag)
+                try:
+                    entry = register_worker(
+                        api,
+                        worker,
+                        repository=repository,
+                        rev_url=rev_url,
+                        image=image,
+                        branch=branch,
+                        tag=tag,
+                    )
+                except (APIError, FatalError) as exc:
+                    if exc.exit_code == ConfigError.exit_code:
+                        raise
+                    report["errors"].append(
+                        {"file": worker.path, "slug": worker.slug, "message": exc.message}
+                    )
+                    logger.error(
+                        "revision %s: worker %s (%s): %s", commit[:10], worker.slug, worker.path, exc
+                    )
+                    continue
+                report["workers"].append(entry)
+                logger.info(
+                    "revision %s: worker %s → version %s (%s%s)",
+                    commit[:10],
+                    worker.slug,
+                    entry["version_id"],
+                    entry["version"],
+                    f"; updated {'; '.join(entry['updated'])}" if entry["updated"] else "",
+                )
+    except FatalError as exc:
+        report["errors"].append({"file": None, "message": str(exc)})
+        raise
+    finally:
+        _write_report(settings, report)
+    status = EXIT_FAILURE if report["errors"] else EXIT_OK
+    logger.info(
+        "revision %s %s: %d worker(s) registered (%d new version(s), %d existing), %d error(s); timings: %s",
+        commit[:10],
+        "done" if status == EXIT_OK else "FAILED",
+        len(report["workers"]),
+        sum(1 for w in report["workers"] if w["version"] == "created"),
+        sum(1 for w in report["workers"] if w["version"] == "existing"),
+        len(report["errors"]),
+        timings,
+    )
+    if report["errors"]:
+        logger.error(
+            "fix the files named above and push again; valid workers of this revision were registered"
+        )
+    return status
+
+
+def _write_report(settings: Settings, report: dict[str, Any]) -> None:
+    try:
+        folder = settings.artifacts_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / REPORT_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    except OSError as exc:
+        logger.warning("could not write %s: %s", REPORT_FILE, exc)

@@ -1,0 +1,156 @@
+"""Shared fixtures: the emulator and a Git smart-HTTP server on 127.0.0.1, real repositories, and a
+runner that starts the tool as Ponos would (a child process with the Ponos environment)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from git_import.emulator import Emulator
+from git_import.gitserver import GitHTTPServer
+from git_import.sample import RepoBuilder
+
+REPO_TOKEN = "glpat-S3CRET-repo-token-4242"  # distinctive, so leaks are easy to find
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def clean_env() -> dict[str, str]:
+    """The test process' environment without any setting the tool reads."""
+    prefixes = (
+        "PONOS_",
+        "ARKINDEX_",
+        "REPOSITORY_",
+        "GIT_",
+        "IMPORT_",
+        "WORKER_",
+        "MAX_",
+        "FAN_",
+        "RETRY_",
+        "LOG_",
+    )
+    return {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+
+
+def run_tool(args: list[str], env: dict[str, str], timeout: float = 120) -> Result:
+    """Run `arkindex-git-import ARGS` in a child process with exactly `env` (plus PATH and HOME)."""
+    full_env = {**clean_env(), "PYTHONUNBUFFERED": "1", **env}
+    proc = subprocess.run(
+        [sys.executable, "-m", "git_import", *args],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def emulator() -> Iterator[Emulator]:
+    with Emulator() as emu:
+        yield emu
+
+
+@pytest.fixture
+def git_root(tmp_path: Path) -> Path:
+    root = tmp_path / "served"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def git_server(git_root: Path) -> Iterator[GitHTTPServer]:
+    with GitHTTPServer(git_root) as server:
+        yield server
+
+
+@pytest.fixture
+def private_git_server(tmp_path: Path) -> Iterator[GitHTTPServer]:
+    root = tmp_path / "private"
+    root.mkdir()
+    with GitHTTPServer(root, username="oauth2", token=REPO_TOKEN) as server:
+        yield server
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> RepoBuilder:
+    """A working repository; `repo.publish(git_root / "workers.git")` serves it."""
+    return RepoBuilder(tmp_path / "work")
+
+
+@dataclass
+class Ponos:
+    """A repository process with its trigger task on the emulator, and the environment Ponos gives."""
+
+    emulator: Emulator
+    process: dict
+    trigger: dict
+    data: Path
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            **self.trigger["env"],  # the process environment and the task token, as the server gives them
+            "PONOS_PROCESS": self.process["id"],
+            "PONOS_TASK": self.trigger["id"],
+            "PONOS_DATA": str(self.data),
+            "ARKINDEX_API_URL": self.emulator.url,
+            "ARKINDEX_TASK_TOKEN": self.trigger["token"],
+            "IMPORT_IMAGE": "registry.example.com/git-import:1.0",
+            "RETRY_BASE_DELAY": "0.01",
+        }
+
+    def run_trigger(self, extra: dict[str, str], args: tuple[str, ...] = ()) -> Result:
+        return run_tool(["trigger", *args], {**self.env, **extra})
+
+    def plan(self) -> dict:
+        return json.loads((self.data / "current" / "import-plan.json").read_text())
+
+    def children(self) -> list[dict]:
+        return [t for t in self.emulator.tasks(self.process["id"]) if t["id"] != self.trigger["id"]]
+
+    def run_child(self, task: dict, extra: dict[str, str] | None = None) -> Result:
+        """Run a task the trigger created, with its env from the server, as the Ponos agent would."""
+        command = task["command"].split()
+        assert command[0] == "arkindex-git-import"
+        env = {
+            **task["env"],
+            "PONOS_PROCESS": self.process["id"],
+            "PONOS_TASK": task["id"],
+            "PONOS_DATA": str(self.data / task["id"]),
+            "ARKINDEX_API_URL": self.emulator.url,
+            "RETRY_BASE_DELAY": "0.01",
+            **(extra or {}),
+        }
+        return run_tool(command[1:], env)
+
+
+@pytest.fixture
+def ponos(emulator: Emulator, tmp_path: Path) -> Ponos:
+    process = emulator.create_process(name="Repository import", mode="repository", env={})
+    trigger = emulator.create_task(process["id"], slug="import", command="arkindex-git-import trigger")
+    return Ponos(emulator, process, trigger, tmp_path / "data")
+
+
+def make_ponos(emulator: Emulator, data: Path, process_env: dict[str, str]) -> Ponos:
+    """A process whose environment holds the repository settings (given to every task, children too)."""
+    process = emulator.create_process(name="Repository import", mode="repository", env=process_env)
+    trigger = emulator.create_task(process["id"], slug="import", command="arkindex-git-import trigger")
+    return Ponos(emulator, process, trigger, data)
