@@ -27,6 +27,7 @@ CONFIG_DIR = "arkindex"
 LEGACY_FILE = ".arkindex.yml"
 MAX_FILE_SIZE = 1024 * 1024
 MAX_YAML_NODES = 100_000
+MAX_YAML_DEPTH = 100
 SYMLINK_MODE = "120000"
 PLACEHOLDERS = {"slug", "hash", "short_hash", "ref"}
 
@@ -55,19 +56,32 @@ class Configuration:
 
 
 def check_image_template(template: str) -> str:
-    """Refuse a WORKER_IMAGE_TEMPLATE with a placeholder we do not fill (before anything is created)."""
+    """Refuse a WORKER_IMAGE_TEMPLATE with a placeholder we do not fill (before anything is created).
+
+    Only plain placeholders are accepted: no attribute or index access, conversion or format spec (a
+    spec such as ``{hash:>999999999}`` would build a huge string).
+    """
+    hint = "use only {slug}, {hash}, {short_hash} and {ref}, without format specs; write {{ and }} for literal braces"
     try:
-        names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+        fields = [
+            (name, conv, spec)
+            for _, name, spec, conv in string.Formatter().parse(template)
+            if name is not None
+        ]
     except ValueError as exc:
         raise ConfigError(
-            f"WORKER_IMAGE_TEMPLATE {template!r} is not a valid template ({exc})",
-            hint="use placeholders like {slug}:{hash}; write {{ and }} for literal braces",
+            f"WORKER_IMAGE_TEMPLATE {template!r} is not a valid template ({exc})", hint=hint
         ) from None
-    unknown = sorted(names - PLACEHOLDERS)
-    if unknown or "" in names:
+    unknown = sorted({"{" + name + "}" for name, _, _ in fields if name not in PLACEHOLDERS})
+    if unknown:
         raise ConfigError(
-            f"WORKER_IMAGE_TEMPLATE {template!r} uses unknown placeholder(s) {', '.join(repr(n) for n in unknown) or '{}'}",
-            hint="use only {slug}, {hash}, {short_hash} and {ref}",
+            f"WORKER_IMAGE_TEMPLATE {template!r} uses unknown placeholder(s) {', '.join(unknown)}", hint=hint
+        )
+    fancy = [name for name, conv, spec in fields if conv or spec]
+    if fancy:
+        raise ConfigError(
+            f"WORKER_IMAGE_TEMPLATE {template!r} uses a conversion or format spec on {{{fancy[0]}}}",
+            hint=hint,
         )
     return template
 
@@ -90,37 +104,72 @@ def _decode(path: str, raw: bytes) -> str:
         ) from None
 
 
-def _expanded_size(node: yaml.Node, memo: dict[int, int], depth: int = 0) -> int:
+class _TooDeep(Exception):
+    pass
+
+
+class _Recursive(Exception):
+    pass
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int], active: set[int], depth: int = 0) -> int:
+    """How many nodes the document has once every alias is expanded (shared subtrees counted once each)."""
     key = id(node)
     if key in memo:
         return memo[key]
-    if depth > 200:
-        return MAX_YAML_NODES + 1
+    if key in active:
+        raise _Recursive
+    if depth > MAX_YAML_DEPTH:
+        raise _TooDeep
+    active.add(key)
     size = 1
     if isinstance(node, yaml.SequenceNode):
-        size += sum(_expanded_size(child, memo, depth + 1) for child in node.value)
+        size += sum(_expanded_size(child, memo, active, depth + 1) for child in node.value)
     elif isinstance(node, yaml.MappingNode):
         size += sum(
-            _expanded_size(k, memo, depth + 1) + _expanded_size(v, memo, depth + 1) for k, v in node.value
+            _expanded_size(k, memo, active, depth + 1) + _expanded_size(v, memo, active, depth + 1)
+            for k, v in node.value
         )
+    active.discard(key)
     memo[key] = size
     return size
 
 
 def parse_yaml(path: str, text: str) -> Any:
-    """Parse one YAML document safely: an alias bomb (a document that expands past 100,000 nodes) is refused.
+    """Parse one YAML document safely: an alias bomb (a document that expands past 100,000 nodes), a
+    recursive alias or a document nested deeper than 100 levels is refused.
 
     A syntax error raises ``yaml.YAMLError`` (the file's own error); an unsafe document raises ConfigError.
     """
-    node = yaml.compose(text, Loader=yaml.SafeLoader)
-    if node is None:
-        return None
-    if _expanded_size(node, {}) > MAX_YAML_NODES:
-        raise ConfigError(
-            f"{path} expands to more than {MAX_YAML_NODES} YAML nodes through aliases (an alias bomb?)",
-            hint="remove the YAML anchors and aliases that multiply its content",
-        )
-    return yaml.safe_load(text)
+    too_deep = ConfigError(
+        f"{path} nests its YAML more than {MAX_YAML_DEPTH} levels deep",
+        hint="flatten the nested lists and mappings",
+    )
+    loader = yaml.SafeLoader(text)
+    try:
+        try:
+            node = loader.get_single_node()
+        except RecursionError:
+            raise too_deep from None
+        if node is None:
+            return None
+        try:
+            size = _expanded_size(node, {}, set())
+        except _TooDeep:
+            raise too_deep from None
+        except _Recursive:
+            raise ConfigError(
+                f"{path} holds a YAML alias that refers to itself",
+                hint="remove the recursive anchor and alias",
+            ) from None
+        if size > MAX_YAML_NODES:
+            raise ConfigError(
+                f"{path} expands to more than {MAX_YAML_NODES} YAML nodes through aliases (an alias bomb)",
+                hint="remove the YAML anchors and aliases that multiply its content",
+            )
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 def _validator_message(exc: Exception) -> str:

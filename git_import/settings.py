@@ -118,6 +118,12 @@ class Settings(BaseSettings):
         validation_alias="REPOSITORY_PATHS",
         description="Comma-separated pathspecs: keep only commits whose first-parent change touches them.",
     )
+    repository_event: Path | None = Field(
+        None,
+        validation_alias="REPOSITORY_EVENT",
+        description="Path of a GitLab or GitHub push webhook payload (JSON) giving the URL, ref, `before` and "
+        "`after`; explicit `REPOSITORY_*` settings win over it.",
+    )
     repository_revision: str | None = Field(
         None,
         validation_alias="REPOSITORY_REVISION",
@@ -262,6 +268,13 @@ def load_settings(**overrides: Any) -> Settings:
     """Read the settings from the environment; a wrong value raises one clear :class:`ConfigError`."""
     try:
         settings = Settings(**overrides)
+        if settings.repository_event is not None:
+            from git_import.events import read_event
+
+            implied = read_event(settings.repository_event)
+            missing = {k: v for k, v in implied.items() if getattr(settings, k) is None and k not in overrides}
+            if missing:
+                settings = Settings(**overrides, **missing)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else ""

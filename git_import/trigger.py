@@ -114,10 +114,11 @@ def clone(
                 hint="give an existing branch or tag, or leave REPOSITORY_REF empty for the default branch",
             )
         depth = None if need_history else 1
-        if full_ref is not None and (after is None or tip == after or need_history):
+        fetched_ref = full_ref is not None and (after is None or tip == after or need_history)
+        if fetched_ref:
             repo.fetch(f"+{full_ref}:{TARGET_REF}", filter=filter, depth=depth, what=f"fetching {full_ref}")
         commit = after or repo.rev_parse_commit(TARGET_REF)
-        if after is not None and after not in _ancestors(repo, TARGET_REF if full_ref else None):
+        if after is not None and after not in _ancestors(repo, TARGET_REF if fetched_ref else None):
             try:
                 repo.fetch(after, filter=filter, depth=depth, what=f"fetching commit {after}")
             except GitError as exc:

@@ -1,0 +1,482 @@
+"""Acceptance tests of the trigger (issue 2): real git over `git http-backend`, the emulator through the
+real arkindex-client, and the tool run as Ponos would run it (a child process with the Ponos environment).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from git_import.emulator import Emulator
+from git_import.gitserver import GitHTTPServer
+from git_import.sample import RepoBuilder, worker_yaml
+from conftest import REPO_TOKEN, Ponos, make_ponos, run_tool
+
+NULL_SHA = "0" * 40
+IMAGE = "registry.example.com/git-import:1.0"
+HEX40 = re.compile(r"^[0-9a-f]{40}$")
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+
+def history(repo: RepoBuilder, count: int, start: int = 0) -> list[str]:
+    """`count` commits touching a worker file, oldest first."""
+    return [
+        repo.commit(f"Change {i}", {"arkindex/hello.yml": worker_yaml("hello", "Hello", f"Version {i}")})
+        for i in range(start, start + count)
+    ]
+
+
+def create_task_requests(emulator: Emulator) -> list[dict]:
+    return [r for r in emulator.requests if r["operation"] == "CreateTask"]
+
+
+def write_requests(emulator: Emulator) -> list[dict]:
+    return [r for r in emulator.requests if r["method"] != "GET"]
+
+
+def error_lines(output: str) -> list[str]:
+    return [line for line in output.splitlines() if " ERROR " in line]
+
+
+def assert_nothing_created(ponos: Ponos) -> None:
+    assert ponos.children() == []
+    assert write_requests(ponos.emulator) == []
+    assert not (ponos.data / "current" / "import-plan.json").exists()
+
+
+def assert_config_error(result, *words: str) -> None:  # type: ignore[no-untyped-def]
+    """Exit status 2, no traceback, and one error line naming the setting(s) with a fix."""
+    assert result.code == 2, result.output
+    assert "Traceback" not in result.output
+    first = error_lines(result.output)[0]
+    for word in words:
+        assert word in first, first
+
+
+@pytest.fixture
+def served(repo: RepoBuilder, git_root: Path, git_server: GitHTTPServer):  # type: ignore[no-untyped-def]
+    """Publish `repo` as workers.git and return its URL (publish again after new commits)."""
+    bare = git_root / "workers.git"
+
+    def publish() -> str:
+        repo.publish(bare)
+        return git_server.url("workers.git")
+
+    return publish
+
+
+# --- a push of N commits ---------------------------------------------------------------------------
+
+
+def test_push_creates_one_task_per_commit_in_order(ponos: Ponos, repo: RepoBuilder, served) -> None:
+    base = repo.commit("Initial commit", {"README.md": "# Workers\n"})
+    pushed = history(repo, 4)
+    url = served()
+
+    result = ponos.run_trigger(
+        {
+            "REPOSITORY_URL": url,
+            "REPOSITORY_REF": "main",
+            "REPOSITORY_BEFORE": base,
+            "REPOSITORY_AFTER": pushed[-1],
+            "FAN_OUT_CONCURRENCY": "1",
+        }
+    )
+    assert result.code == 0, result.output
+
+    # Created on the server in order, oldest first, with the exact fields.
+    children = ponos.children()
+    assert [t["slug"] for t in children] == [f"import-{h}" for h in pushed]
+    for task, commit in zip(children, pushed, strict=True):
+        assert task["process_id"] == ponos.process["id"]
+        assert task["parents"] == [ponos.trigger["id"]]
+        assert task["image"] == IMAGE
+        assert task["command"] == f"arkindex-git-import revision {commit}"
+        assert task["depth"] == 1
+        assert task["env"]["REPOSITORY_REVISION"] == commit
+        assert task["env"]["REPOSITORY_REF"] in ("main", "refs/heads/main")
+
+    # What the trigger sent: process_id (never workflow_id), no secret in the task's env.
+    bodies = [r["body"] for r in create_task_requests(ponos.emulator)]
+    assert len(bodies) == 4
+    for body, commit in zip(bodies, pushed, strict=True):
+        assert body["process_id"] == ponos.process["id"]
+        assert "workflow_id" not in body
+        assert body["slug"] == f"import-{commit}"
+        assert HEX40.match(body["slug"].removeprefix("import-"))
+        assert body["parents"] == [ponos.trigger["id"]]
+        assert body["env"]["REPOSITORY_REVISION"] == commit
+        assert not any("TOKEN" in key for key in body["env"]), body["env"]
+        assert ponos.trigger["token"] not in json.dumps(body)
+
+    # The plan file lists them oldest first, created, with their IDs.
+    plan = ponos.plan()
+    assert [r["hash"] for r in plan["revisions"]] == pushed
+    assert [r["task"]["state"] for r in plan["revisions"]] == ["created"] * 4
+    assert [r["task"]["id"] for r in plan["revisions"]] == [t["id"] for t in children]
+    assert plan["left_out"]["count"] == 0
+
+
+def test_concurrent_fan_out_keeps_the_plan_in_order(ponos: Ponos, repo: RepoBuilder, served) -> None:
+    base = repo.commit("Initial commit", {"README.md": "# Workers\n"})
+    pushed = history(repo, 6)
+    url = served()
+
+    result = ponos.run_trigger(
+        {"REPOSITORY_URL": url, "REPOSITORY_BEFORE": base, "FAN_OUT_CONCURRENCY": "4"}
+    )
+    assert result.code == 0, result.output
+    plan = ponos.plan()
+    assert [r["hash"] for r in plan["revisions"]] == pushed
+    by_slug = {t["slug"]: t["id"] for t in ponos.children()}
+    assert len(by_slug) == 6
+    assert [r["task"]["id"] for r in plan["revisions"]] == [by_slug[f"import-{h}"] for h in pushed]
+
+
+def test_plan_file_describes_each_revision(ponos: Ponos, repo: RepoBuilder, served) -> None:
+    base = repo.commit("Initial commit", {"README.md": "# Workers\n"})
+    commit = repo.commit("Add the hello worker\n\nWith a body that is not the summary.", {"a.txt": "a"})
+    url = served()
+
+    result = ponos.run_trigger({"REPOSITORY_URL": url, "REPOSITORY_BEFORE": base})
+    assert result.code == 0, result.output
+    plan = ponos.plan()
+    assert plan["repository_url"] == url
+    assert plan["target"] == commit
+    assert plan["before"] == base
+    (revision,) = plan["revisions"]
+    task = ponos.emulator.task_by_slug(ponos.process["id"], f"import-{commit}")
+    assert task is not None
+    assert revision["hash"] == commit
+    assert revision["summary"] == "Add the hello worker"
+    assert revision["author"] == "Ada Worker"
+    assert revision["date"].startswith("2026-01-01T00:00:02")
+    assert revision["task"]["slug"] == f"import-{commit}"
+    assert revision["task"]["state"] == "created"
+    assert revision["task"]["id"] == task["id"]
+    assert plan["left_out"] == {"count": 0, "revisions": []}
+    assert plan["summary"]["created"] == 1
+
+
+# --- a re-run ---------------------------------------------------------------------------------------
+
+
+def test_rerun_creates_nothing(ponos: Ponos, repo: RepoBuilder, served) -> None:
+    base = repo.commit("Initial commit", {"README.md": "# Workers\n"})
+    pushed = history(repo, 3)
+    env = {"REPOSITORY_URL": served(), "REPOSITORY_BEFORE": base}
+
+    assert ponos.run_trigger(env).code == 0
+    first_ids = [r["task"]["id"] for r in ponos.plan()["revisions"]]
+    tasks_before = ponos.emulator.tasks(ponos.process["id"])
+    creates_before = len(create_task_requests(ponos.emulator))
+
+    again = ponos.run_trigger(env)
+    assert again.code == 0, again.output
+    assert ponos.emulator.tasks(ponos.process["id"]) == tasks_before
+    assert len(create_task_requests(ponos.emulator)) == creates_before
+    plan = ponos.plan()
+    assert [r["hash"] for r in plan["revisions"]] == pushed
+    assert [r["task"]["state"] for r in plan["revisions"]] == ["already there"] * 3
+    assert [r["task"]["id"] for r in plan["revisions"]] == first_ids
+    assert "already" in again.output
+
+
+def test_retried_process_creates_only_what_is_missing(ponos: Ponos, repo: RepoBuilder, served) -> None:
+    """A process that already holds some of the tasks (a killed first run) gets the others only."""
+    base = repo.commit("Initial commit", {"README.md": "# Workers\n"})
+    pushed = history(repo, 3)
+    url = served()
+    existing = ponos.emulator.create_task(
+        ponos.process["id"],
+        slug=f"import-{pushed[1]}",
+        parents=[ponos.trigger["id"]],
+        command=f"arkindex-git-import revision {pushed[1]}",
+        state="unscheduled",
+    )
+
+    result = ponos.run_trigger({"REPOSITORY_URL": url, "REPOSITORY_BEFORE": base})
+    assert result.code == 0, result.output
+    assert sorted(r["body"]["slug"] for r in create_task_requests(ponos.emulator)) == sorted(
+        [f"import-{pushed[0]}", f"import-{pushed[2]}"]
+    )
+    plan = ponos.plan()
+    assert [r["task"]["state"] for r in plan["revisions"]] == ["created", "already there", "created"]
+    assert plan["revisions"][1]["task"]["id"] == existing["id"]
+
+
+# --- which revisions --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("before", [None, NULL_SHA], ids=["unset", "forty-zeros"])
+def test_new_branch_imports_the_tip_only(
+    ponos: Ponos, repo: RepoBuilder, served, before: str | None
+) -> None:
+    history(repo, 3)
+    repo.git("checkout", "--quiet", "-b", "feature")
+    tip = repo.commit("Feature work", {"feature.txt": "x"})
+    repo.git("checkout", "--quiet", "main")
+    env = {"REPOSITORY_URL": served(), "REPOSITORY_REF": "feature"}
+    if before:
+        env["REPOSITORY_BEFORE"] = before
+
+    result = ponos.run_trigger(env)
+    assert result.code == 0, result.output
+    assert [t["slug"] for t in ponos.children()] == [f"import-{tip}"]
+    plan = ponos.plan()
+    assert [r["hash"] for r in plan["revisions"]] == [tip]
+    assert plan["ref"] == "refs/heads/feature"
+
+
+def test_rewritten_history_imports_the_target_with_a_warning(
+    ponos: Ponos, repo: RepoBuilder, served, git_root: Path
+) -> None:
+    base = repo.commit("Initial commit", {"README.md": "# Workers\n"})
+    old = history(repo, 2)
+    served()
+    # A force push replaces the two commits, and the server forgets them.
+    repo.git("reset", "--quiet", "--hard", base)
+    new = repo.commit("Rewritten change", {"arkindex/hello.yml": worker_yaml("hello", "Hello", "New")})
+    url = served()
+    bare = git_root / "workers.git"
+    subprocess.run(
+        f"git reflog expire --expire=now --all && git gc --quiet --prune=now",
+        shell=True,
+        cwd=bare,
+        check=True,
+        capture_output=True,
+    )
+    gone = subprocess.run(["git", f"--git-dir={bare}", "cat-file", "-e", old[-1]], capture_output=True)
+    assert gone.returncode != 0, "the old commit should be pruned from the server"
+
+    result = ponos.run_trigger({"REPOSITORY_URL": url, "REPOSITORY_BEFORE": old[-1], "REPOSITORY_AFTER": new})
+    assert result.code == 0, result.output
+    assert [t["slug"] for t in ponos.children()] == [f"import-{new}"]
+    warnings = [line for line in result.output.splitlines() if " WARNING " in line]
+    assert any(old[-1] in line and "rewritten" in line for line in warnings), result.output
+    plan = ponos.plan()
+    assert [r["hash"] for r in plan["revisions"]] == [new]
+    assert plan["warnings"]
+
+
+def test_before_on_another_branch_is_refused(ponos: Ponos, repo: RepoBuilder, served) -> None:
+    repo.commit("Initial commit", {"README.md": "# Workers\n"})
+    repo.git("checkout", "--quiet", "-b", "other")
+    elsewhere = repo.commit("On another branch", {"other.txt": "x"})
+    repo.git("checkout", "--quiet", "main")
+    history(repo, 2)
+    url = served()
+
+    result = ponos.run_trigger({"REPOSITORY_URL": url, "REPOSITORY_BEFORE": elsewhere})
+    assert_config_error(result, "REPOSITORY_BEFORE", "not an ancestor")
+    assert_nothing_created(ponos)
+
+
+def test_path_filter_keeps_commits_whose_first_parent_change_touches_the_paths(
+    ponos: Ponos, repo: RepoBuilder, served
+) -> None:
+    base = repo.commit("Initial commit", {"README.md": "# Workers\n"})
+    worker = repo.commit("Add a worker", {"arkindex/hello.yml": worker_yaml("hello", "Hello")})
+    repo.commit("Docs only", {"README.md": "# Workers, documented\n"})
+    # A merge bringing a worker change: its first-parent change touches arkindex/.
+    repo.git("checkout", "--quiet", "-b", "side")
+    side_worker = repo.commit("Side: add a worker", {"arkindex/bye.yml": worker_yaml("bye", "Bye")})
+    repo.git("checkout", "--quiet", "main")
+    repo.commit("Docs again", {"docs/index.md": "x"})
+    repo.git("merge", "--quiet", "--no-ff", "--no-edit", "side")
+    merge_worker = repo.head()
+    # A merge bringing docs only: not kept.
+    repo.git("checkout", "--quiet", "-b", "side-docs")
+    repo.commit("Side: docs", {"docs/more.md": "y"})
+    repo.git("checkout", "--quiet", "main")
+    repo.commit("Another worker change", {"arkindex/hello.yml": worker_yaml("hello", "Hello", "v2")})
+    last_worker = repo.head()
+    repo.git("merge", "--quiet", "--no-ff", "--no-edit", "side-docs")
+    url = served()
+
+    result = ponos.run_trigger(
+        {"REPOSITORY_URL": url, "REPOSITORY_BEFORE": base, "REPOSITORY_PATHS": "arkindex/, .arkindex.yml"}
+    )
+    assert result.code == 0, result.output
+    expected = [worker, merge_worker, last_worker]
+    assert side_worker not in expected
+    assert [r["hash"] for r in ponos.plan()["revisions"]] == expected
+    assert sorted(t["slug"] for t in ponos.children()) == sorted(f"import-{h}" for h in expected)
+    assert ponos.plan()["paths"] == ["arkindex/", ".arkindex.yml"]
+
+
+def test_cap_keeps_the_newest(ponos: Ponos, repo: RepoBuilder, served) -> None:
+    base = repo.commit("Initial commit", {"README.md": "# Workers\n"})
+    pushed = history(repo, 5)
+    url = served()
+
+    result = ponos.run_trigger({"REPOSITORY_URL": url, "REPOSITORY_BEFORE": base, "MAX_REVISIONS": "2"})
+    assert result.code == 0, result.output
+    assert sorted(t["slug"] for t in ponos.children()) == sorted(f"import-{h}" for h in pushed[-2:])
+    assert re.search(r"\b3 revision\(s\) left out\b", result.output), result.output
+    assert "MAX_REVISIONS" in result.output
+    plan = ponos.plan()
+    assert [r["hash"] for r in plan["revisions"]] == pushed[-2:]
+    assert plan["left_out"]["count"] == 3
+    left = plan["left_out"]["revisions"]
+    assert [r["hash"] for r in left] == pushed[:3]
+    assert all(r["summary"] and r["author"] == "Ada Worker" and r["date"] for r in left)
+    assert plan["summary"]["left_out"] == 3
+
+
+# --- settings errors ---------------------------------------------------------------------------------
+
+
+def test_ponos_workflow_only_names_ponos_process(ponos: Ponos, repo: RepoBuilder, served) -> None:
+    repo.commit("Initial commit", {"README.md": "# Workers\n"})
+    env = {**ponos.env, "REPOSITORY_URL": served(), "PONOS_WORKFLOW": ponos.process["id"]}
+    del env["PONOS_PROCESS"]
+
+    result = run_tool(["trigger"], env)
+    assert_config_error(result, "PONOS_PROCESS", "PONOS_WORKFLOW")
+    assert "no longer" in error_lines(result.output)[0]
+    assert_nothing_created(ponos)
+
+
+def test_missing_repository_url(ponos: Ponos) -> None:
+    result = ponos.run_trigger({})
+    assert_config_error(result, "REPOSITORY_URL")
+    assert "set REPOSITORY_URL" in error_lines(result.output)[0]
+    assert_nothing_created(ponos)
+
+
+def test_malformed_ponos_process(ponos: Ponos, repo: RepoBuilder, served) -> None:
+    repo.commit("Initial commit", {"README.md": "# Workers\n"})
+    result = ponos.run_trigger({"REPOSITORY_URL": served(), "PONOS_PROCESS": "not-a-uuid"})
+    assert_config_error(result, "PONOS_PROCESS", "UUID")
+    assert "not-a-uuid" not in result.output or "Traceback" not in result.output
+    assert_nothing_created(ponos)
+
+
+def test_unknown_process_is_a_clear_error(ponos: Ponos, repo: RepoBuilder, served) -> None:
+    repo.commit("Initial commit", {"README.md": "# Workers\n"})
+    result = ponos.run_trigger(
+        {"REPOSITORY_URL": served(), "PONOS_PROCESS": "00000000-0000-4000-8000-000000000000"}
+    )
+    assert result.code == 2, result.output
+    assert "Traceback" not in result.output
+    assert ponos.children() == []
+
+
+# --- private repository ------------------------------------------------------------------------------
+
+
+def test_private_repository_with_token(
+    emulator: Emulator, repo: RepoBuilder, private_git_server: GitHTTPServer, tmp_path: Path
+) -> None:
+    base = repo.commit("Initial commit", {"README.md": "# Workers\n"})
+    pushed = history(repo, 2)
+    repo.publish(private_git_server.root / "private.git")
+    url = private_git_server.url("private.git")
+    # As on Arkindex: the repository settings, token included, are in the process environment.
+    ponos = make_ponos(emulator, tmp_path / "data", {"REPOSITORY_URL": url, "REPOSITORY_TOKEN": REPO_TOKEN})
+
+    result = ponos.run_trigger({"REPOSITORY_BEFORE": base})
+    assert result.code == 0, result.output
+    assert [r["hash"] for r in ponos.plan()["revisions"]] == pushed
+    assert len(ponos.children()) == 2
+    assert REPO_TOKEN not in result.output
+    assert REPO_TOKEN not in (ponos.data / "current" / "import-plan.json").read_text()
+    for request in create_task_requests(emulator):
+        assert REPO_TOKEN not in json.dumps(request["body"])
+
+
+def test_private_repository_without_token(
+    ponos: Ponos, repo: RepoBuilder, private_git_server: GitHTTPServer
+) -> None:
+    repo.commit("Initial commit", {"README.md": "# Workers\n"})
+    repo.publish(private_git_server.root / "private.git")
+
+    result = ponos.run_trigger({"REPOSITORY_URL": private_git_server.url("private.git")})
+    assert_config_error(result, "REPOSITORY_TOKEN")
+    assert_nothing_created(ponos)
+
+
+def test_private_repository_with_a_wrong_token(
+    ponos: Ponos, repo: RepoBuilder, private_git_server: GitHTTPServer
+) -> None:
+    repo.commit("Initial commit", {"README.md": "# Workers\n"})
+    repo.publish(private_git_server.root / "private.git")
+    wrong = "glpat-WRONG-token-1234"
+
+    result = ponos.run_trigger(
+        {"REPOSITORY_URL": private_git_server.url("private.git"), "REPOSITORY_TOKEN": wrong}
+    )
+    assert_config_error(result, "REPOSITORY_TOKEN")
+    assert wrong not in result.output
+    assert_nothing_created(ponos)
+
+
+# --- dry run ------------------------------------------------------------------------------------------
+
+
+def test_dry_run_needs_no_arkindex_setting(
+    emulator: Emulator, repo: RepoBuilder, served, tmp_path: Path
+) -> None:
+    base = repo.commit("Initial commit", {"README.md": "# Workers\n"})
+    pushed = history(repo, 3)
+    env = {
+        "REPOSITORY_URL": served(),
+        "REPOSITORY_BEFORE": base,
+        "PONOS_DATA": str(tmp_path / "data"),
+        "RETRY_BASE_DELAY": "0.01",
+    }
+
+    text = run_tool(["trigger", "--dry-run"], env)
+    assert text.code == 0, text.output
+    for commit in pushed:
+        assert commit[:10] in text.stdout
+        assert f"import-{commit}" in text.stdout
+    rows = [line for line in text.stdout.splitlines() if line.startswith(tuple(c[:10] for c in pushed))]
+    assert [row[:10] for row in rows] == [c[:10] for c in pushed]
+    assert all(row.rstrip().endswith("new") for row in rows)
+
+    as_json = run_tool(["trigger", "--dry-run", "--format", "json"], env)
+    assert as_json.code == 0, as_json.output
+    plan = json.loads(as_json.stdout)
+    assert [r["hash"] for r in plan["revisions"]] == pushed
+    assert {r["task"]["state"] for r in plan["revisions"]} == {"new"}
+
+    assert emulator.requests == []
+    assert not (tmp_path / "data").exists()
+
+
+def test_dry_run_json_is_the_plan_file(ponos: Ponos, repo: RepoBuilder, served) -> None:
+    """`--dry-run --format json` prints what `import-plan.json` holds for the same state."""
+    base = repo.commit("Initial commit", {"README.md": "# Workers\n"})
+    history(repo, 3)
+    env = {"REPOSITORY_URL": served(), "REPOSITORY_BEFORE": base, "MAX_REVISIONS": "2"}
+
+    dry_first = ponos.run_trigger(env, args=("--dry-run", "--format", "json"))
+    assert dry_first.code == 0, dry_first.output
+    assert ponos.children() == []
+    assert write_requests(ponos.emulator) == []
+
+    assert ponos.run_trigger(env).code == 0
+    created = ponos.plan()
+
+    def without_outcome(plan: dict) -> dict:
+        plan = json.loads(json.dumps(plan))
+        for revision in plan["revisions"]:
+            revision["task"].update(state=None, id=None)
+        plan.pop("summary")
+        return plan
+
+    assert without_outcome(json.loads(dry_first.stdout)) == without_outcome(created)
+
+    # Once the tasks exist, the dry run shows them as already there, exactly as a re-run's plan file.
+    dry_again = ponos.run_trigger(env, args=("--dry-run", "--format", "json"))
+    assert dry_again.code == 0, dry_again.output
+    assert ponos.run_trigger(env).code == 0
+    assert json.loads(dry_again.stdout) == ponos.plan()
