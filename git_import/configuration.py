@@ -7,6 +7,7 @@ API write and stop the whole revision; a file the validator rejects only fails i
 from __future__ import annotations
 
 import logging
+import posixpath
 import string
 import tempfile
 from collections.abc import Callable
@@ -234,10 +235,24 @@ def _check_unique_slugs(workers: list[WorkerFile]) -> None:
         seen[worker.slug] = worker.path
 
 
+def _safe_relative(path: str) -> str | None:
+    """`path` normalised inside the repository, or None when it is absolute or climbs out of it."""
+    normal = posixpath.normpath(path)
+    if posixpath.isabs(normal) or normal == ".." or normal.startswith("../"):
+        return None
+    return normal
+
+
 def read_legacy(
     entries: list[TreeEntry], all_files: Callable[[], list[TreeEntry]], read: BlobReader
 ) -> Configuration:
-    """The legacy `.arkindex.yml` (version 2), converted with `worker_configuration.convert`."""
+    """The legacy `.arkindex.yml` (version 2), converted with `worker_configuration.convert`.
+
+    Only files of the commit are read: glob patterns are matched against the commit's tree (never the
+    file system) and description paths that leave the repository are refused, so a repository cannot
+    publish a file of the machine running the task. Files named by patterns get the same safety checks
+    as the current format's files.
+    """
     config = Configuration("legacy")
     (entry,) = [e for e in entries if e[3] == LEGACY_FILE]
     _check_regular(entry)
@@ -247,57 +262,95 @@ def read_legacy(
     except yaml.YAMLError as exc:
         config.errors.append({"file": LEGACY_FILE, "message": f"invalid YAML: {exc}"})
         return config
-    if not isinstance(data, dict) or not data.get("workers"):
+    if not isinstance(data, dict) or not isinstance(data.get("workers"), list) or not data["workers"]:
         config.errors.append(
             {"file": LEGACY_FILE, "message": "no `workers` list found (version 2 format expected)"}
         )
         return config
 
-    tree = {e[3]: e for e in all_files() if e[1] == "blob"}
+    tree = {e[3]: e for e in all_files() if e[1] == "blob" and e[3] != LEGACY_FILE}
+
+    def fetch(paths: list[str]) -> dict[str, str]:
+        wanted = [tree[p] for p in dict.fromkeys(paths)]
+        for e in wanted:
+            _check_regular(e)
+        blobs = read([e[2] for e in wanted])
+        return {e[3]: _decode(e[3], blobs[e[2]]) for e in wanted}
+
+    # (source file, definition): inline entries come from .arkindex.yml, patterns name YAML files
+    definitions: list[tuple[str, Any]] = []
+    for value in data["workers"]:
+        if isinstance(value, dict):
+            definitions.append((LEGACY_FILE, value))
+        elif isinstance(value, str):
+            pattern = _safe_relative(value)
+            if pattern is None or pattern == ".":
+                config.errors.append(
+                    {
+                        "file": LEGACY_FILE,
+                        "message": f"the pattern {value!r} points outside the repository; give a relative pattern",
+                    }
+                )
+                continue
+            # As `Path.rglob`, which the converter uses: the pattern matches at any depth.
+            while pattern.startswith("**/"):
+                pattern = pattern[3:]
+            matched = sorted(p for p in tree if PurePosixPath(p).match(pattern))
+            for path, file_text in fetch(matched).items():
+                try:
+                    definitions.append((path, parse_yaml(path, file_text)))
+                except yaml.YAMLError as exc:
+                    config.errors.append({"file": path, "message": f"invalid YAML: {exc}"})
+        else:
+            config.errors.append(
+                {
+                    "file": LEGACY_FILE,
+                    "message": f"a `workers` entry must be a mapping or a glob pattern, not {type(value).__name__}",
+                }
+            )
+
     with tempfile.TemporaryDirectory(prefix="git-import-legacy-") as tmp:
         base = Path(tmp)
-
-        def materialize(paths: list[str]) -> None:
-            wanted = [tree[p] for p in paths if p in tree and not (base / p).exists()]
-            for e in wanted:
-                _check_regular(e)
-            blobs = read([e[2] for e in wanted])
-            for _, _, oid, path in wanted:
-                target = base / path
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(_decode(path, blobs[oid]))
-
-        (base / LEGACY_FILE).write_text(text)
-        patterns = [w for w in data["workers"] if isinstance(w, str)]
-        materialize([p for p in tree if any(PurePosixPath(p).match(pattern) for pattern in patterns)])
-        definitions: list[dict[str, Any]] = []
-        for value in data["workers"]:
-            try:
-                for worker in legacy.get_worker_definitions(value, base):
-                    if isinstance(worker, dict):
-                        definitions.append(worker)
-            except (ValueError, yaml.YAMLError) as exc:
-                config.errors.append({"file": LEGACY_FILE, "message": str(exc)})
-        materialize([str(w["description"]) for w in definitions if isinstance(w.get("description"), str)])
-        for worker in definitions:
+        sources: dict[str, str] = {}
+        for source, definition in definitions:
+            if not isinstance(definition, dict):
+                config.errors.append(
+                    {"file": source, "message": "a worker definition must be a YAML mapping"}
+                )
+                continue
+            worker = dict(definition)
             slug = worker.get("slug", "?")
+            description = worker.get("description")
+            if isinstance(description, str):
+                inside = _safe_relative(description)
+                if inside is None:
+                    config.errors.append(
+                        {
+                            "file": source,
+                            "message": f"worker {slug}: the description file {description!r} is outside the repository",
+                        }
+                    )
+                    continue
+                worker["description"] = inside
+                if inside in tree and not (base / inside).exists():
+                    for path, content in fetch([inside]).items():
+                        target = base / path
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        target.write_text(content)
             try:
                 legacy.convert_worker(worker, base)
             except FileExistsError:
                 raise ConfigError(
-                    f"{LEGACY_FILE} declares the worker slug {slug!r} more than once",
+                    f"{sources.get(str(slug), LEGACY_FILE)} and {source} both declare the worker slug {slug!r}",
                     hint="give each worker its own slug",
                 ) from None
-            except (yamale.YamaleError, KeyError, ValueError, AssertionError) as exc:
-                config.errors.append(
-                    {"file": LEGACY_FILE, "message": f"worker {slug}: {_validator_message(exc)}"}
-                )
+            except Exception as exc:  # the converter raises many kinds; each fails this worker only
+                config.errors.append({"file": source, "message": f"worker {slug}: {_validator_message(exc)}"})
                 continue
-            converted = base / CONFIG_DIR / f"{slug}.yml"
-            converted_text = converted.read_text()
-            config.workers.append(
-                WorkerFile(f"{LEGACY_FILE} ({slug})", converted_text, yaml.safe_load(converted_text))
-            )
+            sources[str(slug)] = source
+            converted_text = (base / CONFIG_DIR / f"{slug}.yml").read_text()
+            label = f"{LEGACY_FILE} ({slug})" if source == LEGACY_FILE else f"{source} (via {LEGACY_FILE})"
+            config.workers.append(WorkerFile(label, converted_text, yaml.safe_load(converted_text)))
     _check_unique_slugs(config.workers)
     return config
 

@@ -7,6 +7,7 @@ it (a child process with the Ponos environment), then every task it created runs
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -69,6 +70,9 @@ def _before_for(
 
 
 def run_demo(*, repository_url: str | None = None, ref: str | None = None, revisions: int = 3) -> int:
+    """Run the whole chain on one machine; returns the exit status (0 when every task succeeded)."""
+    if revisions < 1:
+        raise ConfigError(f"--revisions {revisions} imports nothing", hint="give a number of at least 1")
     with tempfile.TemporaryDirectory(prefix="git-import-demo-") as tmp_dir:
         tmp = Path(tmp_dir)
         server = None
@@ -110,7 +114,10 @@ def run_demo(*, repository_url: str | None = None, ref: str | None = None, revis
             print(f"Arkindex emulator at {emulator.url}, process {process['id']}")
             status = _run_task(trigger, process["id"], emulator.url, tmp / "data" / trigger["id"], "trigger")
             emulator.set_task_state(trigger["id"], "completed" if status == 0 else "failed")
-            children = [t for t in emulator.tasks(process["id"]) if t["id"] != trigger["id"]]
+            revisions_planned = _read_plan(tmp / "data" / trigger["id"])
+            children = _in_plan_order(
+                [t for t in emulator.tasks(process["id"]) if t["id"] != trigger["id"]], revisions_planned
+            )
             failures = int(status != 0)
             for index, task in enumerate(children, 1):
                 emulator.set_task_state(task["id"], "running")
@@ -119,7 +126,7 @@ def run_demo(*, repository_url: str | None = None, ref: str | None = None, revis
                 )
                 emulator.set_task_state(task["id"], "completed" if code == 0 else "failed")
                 failures += int(code != 0)
-            print(_summary(emulator, process["id"], trigger["id"]))
+            print(_summary(emulator, process["id"], trigger["id"], revisions_planned))
             return EXIT_OK if failures == 0 else EXIT_FAILURE
         finally:
             emulator.stop()
@@ -127,11 +134,41 @@ def run_demo(*, repository_url: str | None = None, ref: str | None = None, revis
                 server.stop()
 
 
-def _summary(emulator: Emulator, process_id: str, trigger_id: str) -> str:
-    tasks = [t for t in emulator.tasks(process_id) if t["id"] != trigger_id]
-    lines = ["", "═" * 72, "Summary", "═" * 72, f"Tasks created by the trigger: {len(tasks)}"]
+def _read_plan(trigger_data: Path) -> list[dict]:
+    """The revisions of the trigger's plan (oldest first), or [] when it wrote none."""
+    try:
+        plan = json.loads((trigger_data / "current" / "import-plan.json").read_text())
+        return [item for item in plan["revisions"] if isinstance(item, dict) and "task" in item]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def _in_plan_order(tasks: list[dict], revisions: list[dict]) -> list[dict]:
+    """The tasks, oldest revision first, as the trigger's plan lists them.
+
+    The trigger creates tasks concurrently, so the server's creation order is not the history's; run
+    out of order, an older revision would register its worker description last.
+    """
+    rank = {item["task"]["slug"]: index for index, item in enumerate(revisions)}
+    return sorted(tasks, key=lambda task: rank.get(task["slug"], len(rank)))
+
+
+def _summary(emulator: Emulator, process_id: str, trigger_id: str, revisions: list[dict]) -> str:
+    plan = {item["task"]["slug"]: item for item in revisions}
+    tasks = _in_plan_order([t for t in emulator.tasks(process_id) if t["id"] != trigger_id], revisions)
+    lines = [
+        "",
+        "═" * 72,
+        "Summary",
+        "═" * 72,
+        f"Tasks created by the trigger: {len(tasks)} (one per revision)",
+    ]
     for task in tasks:
-        lines.append(f"  {task['slug']}  depth {task['depth']}  {task['state']}")
+        item = plan.get(task["slug"], {})
+        commit = task["env"].get("REPOSITORY_REVISION", task["slug"])[:10]
+        lines.append(
+            f"  {commit}  {item.get('summary', '')!s:<40.40}  task {task['slug'][:17]}…  {task['state']}"
+        )
     workers = emulator.workers()
     versions = emulator.versions()
     lines.append(f"Workers registered: {len(workers)}")

@@ -88,7 +88,7 @@ class Plan:
         ]
         widths = [max(len(row[i]) for row in table) for i in range(len(header))]
         lines = [
-            f"Repository {self.repository_url}, ref {self.ref or '(HEAD)'}, target {self.target[:10]}",
+            f"Repository {self.repository_url}, ref {self.ref or '(none)'}, target {self.target[:10]}",
             f"Selection: {self.selection.mode}"
             + (f", paths {', '.join(self.paths)}" if self.paths else "")
             + (f", {len(self.left_out)} left out by MAX_REVISIONS" if self.left_out else ""),

@@ -76,7 +76,9 @@ def read_revision_configuration(settings: Settings, repo: Repo, commit: str) -> 
         return dict(repo.read_blobs(unique))
 
     entries = repo.ls_tree(commit, f"{CONFIG_DIR}/", LEGACY_FILE)
-    return read_configuration(entries, lambda: repo.ls_tree(commit, recursive=True), read)
+    # "." (the whole tree, as ls-tree runs with --full-tree): with no path at all, git 2.39 reads the
+    # "--" that follows --end-of-options as a pathspec and lists nothing.
+    return read_configuration(entries, lambda: repo.ls_tree(commit, ".", recursive=True), read)
 
 
 def register_worker(
@@ -88,8 +90,10 @@ def register_worker(
     image: str,
     branch: str | None,
     tag: str | None,
+    update_worker: bool = True,
 ) -> dict[str, Any]:
-    """CreateWorker (+ PartialUpdateWorker when it changed), then ImportWorkerVersion or the existing one."""
+    """CreateWorker (+ PartialUpdateWorker when it changed, if `update_worker`), then ImportWorkerVersion
+    or the existing one."""
     data = worker.data
     payload = {
         "name": data["display_name"],
@@ -102,7 +106,13 @@ def register_worker(
     remote = api.create_worker(payload)
     entry["worker_id"] = str(remote["id"])
     changed = {f: payload[f] for f in ("name", "type", "description") if remote.get(f) != payload[f]}
-    if changed:
+    if changed and not update_worker:
+        logger.info(
+            "worker %s: %s differ(s) on Arkindex; left to the push's newest revision (WORKER_UPDATE=0)",
+            worker.slug,
+            ", ".join(sorted(changed)),
+        )
+    elif changed:
         api.update_worker(entry["worker_id"], changed)
         entry["updated"].append("worker " + ", ".join(sorted(changed)))
     body: dict[str, Any] = {"yaml": worker.text, "revision_url": rev_url, "docker_image_iid": image}
@@ -130,22 +140,23 @@ def run_revision(settings: Settings) -> int:
             "no revision to import",
             hint="give the commit hash as `arkindex-git-import revision <hash>` or set REPOSITORY_REVISION",
         )
-    url = check_repository_url(settings.require_repository(), allow_local=settings.repository_allow_local)
-    template = check_image_template(settings.worker_image_template)
-    settings.require_api()
     ref = settings.repository_ref
-    branch, tag = branch_and_tag(ref)
-    rev_url = revision_url(url, commit)
     report: dict[str, Any] = {
         "revision": commit,
-        "repository_url": url,
+        "repository_url": None,
         "ref": ref,
-        "revision_url": rev_url,
+        "revision_url": None,
         "configuration": None,
         "workers": [],
         "errors": [],
     }
     try:
+        url = check_repository_url(settings.require_repository(), allow_local=settings.repository_allow_local)
+        report["repository_url"] = url
+        template = check_image_template(settings.worker_image_template)
+        settings.require_api()
+        branch, tag = branch_and_tag(ref)
+        rev_url = report["revision_url"] = revision_url(url, commit)
         with git_env_for(settings) as git_env, tempfile.TemporaryDirectory(prefix="git-import-") as tmp:
             with timings.phase("fetch"):
                 logger.info("revision %s: fetching from %s", commit, url)
@@ -178,6 +189,7 @@ def run_revision(settings: Settings) -> int:
                         worker,
                         repository=repository,
                         rev_url=rev_url,
+                        update_worker=settings.worker_update,
                         image=image,
                         branch=branch,
                         tag=tag,

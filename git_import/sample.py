@@ -40,8 +40,21 @@ class RepoBuilder:
         ).stdout
         return out.strip()
 
-    def commit(self, message: str, files: dict[str, str | bytes | None] | None = None) -> str:
-        """Write (or delete, with None) files, commit them, and return the commit hash."""
+    def commit(
+        self,
+        message: str,
+        files: dict[str, str | bytes | None] | None = None,
+        symlinks: dict[str, str] | None = None,
+    ) -> str:
+        """Write (or delete, with None) files, add symbolic links (name → target), commit them, and
+        return the commit hash."""
+        for name, link_target in (symlinks or {}).items():
+            link = self.path / name
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if link.is_symlink() or link.exists():
+                link.unlink()
+            link.symlink_to(link_target)
+            self.git("add", "--", name)
         for name, content in (files or {}).items():
             target = self.path / name
             if content is None:
@@ -56,6 +69,10 @@ class RepoBuilder:
         self._tick += 1
         self.git("commit", "--quiet", "--allow-empty", "-m", message)
         return self.head()
+
+    def tag(self, name: str, commit: str = "HEAD") -> None:
+        """Create or move the lightweight tag `name`."""
+        self.git("tag", "--force", name, commit)
 
     def head(self) -> str:
         return self.git("rev-parse", "HEAD")

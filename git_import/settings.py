@@ -30,6 +30,10 @@ _FIXES: dict[str, str] = {
     "REPOSITORY_REVISION": "give the full 40-character hash of the commit to import",
     "MAX_REVISIONS": "set MAX_REVISIONS to a whole number of at least 1",
     "FAN_OUT_CONCURRENCY": "set FAN_OUT_CONCURRENCY to a whole number from 1 to 32",
+    "RETRY_ATTEMPTS": "set RETRY_ATTEMPTS to a whole number from 1 to 100",
+    "RETRY_BASE_DELAY": "set RETRY_BASE_DELAY to a number of seconds from 0 to 30",
+    "GIT_STALL_TIMEOUT": "set GIT_STALL_TIMEOUT to a whole number of seconds, at least 1",
+    "GIT_TIMEOUT": "set GIT_TIMEOUT to a whole number of seconds, at least 1",
 }
 
 
@@ -150,6 +154,12 @@ class Settings(BaseSettings):
         validation_alias="WORKER_IMAGE_TEMPLATE",
         description="`docker_image_iid` of each worker version; placeholders `{slug}`, `{hash}`, `{short_hash}`, `{ref}`.",
     )
+    worker_update: bool = Field(
+        True,
+        validation_alias="WORKER_UPDATE",
+        description="Whether a revision task updates a worker's name, type and description; the trigger sets 0 "
+        "on every task but the newest revision's, since Ponos may run them in any order.",
+    )
     fan_out_concurrency: int = Field(
         4,
         validation_alias="FAN_OUT_CONCURRENCY",
@@ -203,6 +213,27 @@ class Settings(BaseSettings):
     def _concurrency(cls, value: int) -> int:
         if not 1 <= value <= 32:
             raise ValueError("must be from 1 to 32")
+        return value
+
+    @field_validator("retry_attempts")
+    @classmethod
+    def _attempts(cls, value: int) -> int:
+        if not 1 <= value <= 100:
+            raise ValueError("must be from 1 to 100")
+        return value
+
+    @field_validator("retry_base_delay")
+    @classmethod
+    def _base_delay(cls, value: float) -> float:
+        if not 0 <= value <= 30:
+            raise ValueError("must be from 0 to 30 seconds")
+        return value
+
+    @field_validator("git_stall_timeout", "git_timeout")
+    @classmethod
+    def _timeout(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1 second")
         return value
 
     # --- Derived values ----------------------------------------------------------------------
@@ -272,7 +303,9 @@ def load_settings(**overrides: Any) -> Settings:
             from git_import.events import read_event
 
             implied = read_event(settings.repository_event)
-            missing = {k: v for k, v in implied.items() if getattr(settings, k) is None and k not in overrides}
+            missing = {
+                k: v for k, v in implied.items() if getattr(settings, k) is None and k not in overrides
+            }
             if missing:
                 settings = Settings(**overrides, **missing)
     except ValidationError as exc:

@@ -119,6 +119,16 @@ def clone(
             repo.fetch(f"+{full_ref}:{TARGET_REF}", filter=filter, depth=depth, what=f"fetching {full_ref}")
         commit = after or repo.rev_parse_commit(TARGET_REF)
         if after is not None and after not in _ancestors(repo, TARGET_REF if fetched_ref else None):
+            if ref is None and full_ref is not None:
+                # The ref was not given: the default branch was a guess, and `after` is not on it
+                # (or cannot be told to be). Its tasks would carry a wrong branch: carry none.
+                logger.warning(
+                    "REPOSITORY_AFTER %s is not known to be on the default branch %s: its tasks carry no "
+                    "ref; set REPOSITORY_REF to the pushed branch or tag",
+                    after,
+                    full_ref,
+                )
+                full_ref = None
             try:
                 repo.fetch(after, filter=filter, depth=depth, what=f"fetching commit {after}")
             except GitError as exc:
@@ -226,11 +236,12 @@ def _fan_out(api: ArkindexAPI, plan: Plan, bodies: dict[str, dict[str, Any]], co
 
 
 def task_body(
-    settings: Settings, process_id: str, parent: str, item: PlanItem, url: str, ref: str | None
+    settings: Settings, process_id: str, parent: str, item: PlanItem, url: str, ref: str | None, newest: bool
 ) -> dict[str, Any]:
     """The CreateTask body of one revision. The process environment reaches the child through the
-    server [CONTRACT §2]: no secret is ever copied here."""
-    env = {"REPOSITORY_REVISION": item.revision.hash, "REPOSITORY_URL": url}
+    server [CONTRACT §2]: no secret is ever copied here. Only the newest revision's task updates the
+    workers' attributes: sibling tasks run in any order, and an older one must not win."""
+    env = {"REPOSITORY_REVISION": item.revision.hash, "REPOSITORY_URL": url, "WORKER_UPDATE": "1" if newest else "0"}
     if ref:
         env["REPOSITORY_REF"] = ref
     return {
@@ -327,7 +338,9 @@ def run_trigger(
 
     assert api is not None and process_id is not None and task_id is not None
     bodies = {
-        item.slug: task_body(settings, str(process_id), str(task_id), item, url, target.ref)
+        item.slug: task_body(
+            settings, str(process_id), str(task_id), item, url, target.ref, newest=item is plan.items[-1]
+        )
         for item in plan.items
     }
     try:

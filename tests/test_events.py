@@ -68,7 +68,8 @@ def test_gitlab_push_event_drives_the_trigger(ponos: Ponos, pushed: tuple[str, l
     event = write_event(tmp_path, "gitlab_push.json", BEFORE=commits[1], AFTER=commits[3], HTTP_URL=url, WEB_URL="x")
     result = ponos.run_trigger({"REPOSITORY_EVENT": str(event)})
     assert result.code == 0, result.output
-    assert [t["slug"] for t in ponos.children()] == [f"import-{c}" for c in commits[2:]]
+    assert sorted(t["slug"] for t in ponos.children()) == sorted(f"import-{c}" for c in commits[2:])
+    assert [r["hash"] for r in ponos.plan()["revisions"]] == commits[2:]
     assert ponos.plan()["ref"] == "refs/heads/main"
 
 

@@ -1,0 +1,404 @@
+"""Acceptance tests of the per-revision import (issue 3) and its bad inputs (issue 5).
+
+Every test runs `arkindex-git-import` as Ponos would (a child process with the task's environment)
+against real repositories served by `git http-backend` and the emulator, through `arkindex-client`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from git_import.configuration import MAX_FILE_SIZE
+from git_import.emulator import Emulator
+from git_import.gitserver import GitHTTPServer
+from git_import.sample import RepoBuilder, worker_yaml
+
+from conftest import REPO_TOKEN, Ponos, Result, make_ponos
+
+TEMPLATE = "registry.example.com/{slug}/{hash}:{ref}-{short_hash}"
+
+
+def web(url: str) -> str:
+    """The repository's web URL, as the revision URLs use it."""
+    return url.rstrip("/").removesuffix(".git")
+
+
+def process_for(emulator: Emulator, tmp_path: Path, url: str, name: str = "data", **env: str) -> Ponos:
+    """A repository process whose environment holds the settings, as Arkindex sets them for a push."""
+    settings = {"REPOSITORY_URL": url, "REPOSITORY_REF": "refs/heads/main", "WORKER_IMAGE_TEMPLATE": TEMPLATE}
+    return make_ponos(emulator, tmp_path / name, {**settings, **env})
+
+
+def trigger_and_run(ponos: Ponos, before: str | None) -> list[tuple[dict, Result]]:
+    """Run the trigger for a push, then every task it created, oldest revision first."""
+    result = ponos.run_trigger({"REPOSITORY_BEFORE": before} if before else {})
+    assert result.code == 0, result.output
+    order = [item["task"]["slug"] for item in ponos.plan()["revisions"]]
+    children = sorted(ponos.children(), key=lambda task: order.index(task["slug"]))
+    assert [task["slug"] for task in children] == order
+    return [(task, ponos.run_child(task)) for task in children]
+
+
+def revision_task(ponos: Ponos, commit: str, ref: str | None = "refs/heads/main") -> dict:
+    """Seed the task the trigger would have created for `commit`."""
+    env = {"REPOSITORY_REVISION": commit}
+    if ref:
+        env["REPOSITORY_REF"] = ref
+    return ponos.emulator.create_task(
+        ponos.process["id"],
+        slug=f"import-{commit}",
+        parents=[ponos.trigger["id"]],
+        image="registry.example.com/git-import:1.0",
+        command=f"arkindex-git-import revision {commit}",
+        env=env,
+        state="running",
+    )
+
+
+def report_of(ponos: Ponos, task: dict) -> dict:
+    return json.loads((ponos.data / task["id"] / "current" / "import-report.json").read_text())
+
+
+def operations(emulator: Emulator, name: str) -> list[dict]:
+    return [r for r in emulator.requests if r["operation"] == name]
+
+
+def state(emulator: Emulator) -> tuple[list[dict], list[dict]]:
+    workers = sorted(emulator.workers(), key=lambda w: w["slug"])
+    versions = sorted(emulator.versions(), key=lambda v: (v["worker_id"], v["revision_url"]))
+    return workers, versions
+
+
+@pytest.fixture
+def pushed(repo: RepoBuilder, git_root: Path, git_server: GitHTTPServer) -> dict:
+    """Before the push: a README. The push: three commits declaring two workers."""
+    base = repo.commit("Initial commit", {"README.md": "# Workers\n"})
+    add_hello = repo.commit("Add hello", {"arkindex/hello.yml": worker_yaml("hello", "Hello", "Says hello")})
+    describe = repo.commit(
+        "Describe hello better",
+        {"arkindex/hello.yml": worker_yaml("hello", "Hello", "Says hello to every page")},
+    )
+    add_goodbye = repo.commit(
+        "Add goodbye",
+        {"arkindex/goodbye.yml": worker_yaml("goodbye", "Goodbye", "Says goodbye", type="recognizer")},
+    )
+    repo.publish(git_root / "workers.git")
+    return {
+        "url": git_server.url("workers.git"),
+        "base": base,
+        "commits": [add_hello, describe, add_goodbye],
+    }
+
+
+def test_push_of_three_commits_registers_two_workers_and_reports(emulator, tmp_path, pushed):
+    url, commits = pushed["url"], pushed["commits"]
+    ponos = process_for(emulator, tmp_path, url)
+
+    runs = trigger_and_run(ponos, pushed["base"])
+
+    assert [task["env"]["REPOSITORY_REVISION"] for task, _ in runs] == commits
+    for _, result in runs:
+        assert result.code == 0, result.output
+    workers, versions = state(emulator)
+    assert [(w["slug"], w["name"], w["type"], w["description"], w["repository_url"]) for w in workers] == [
+        ("goodbye", "Goodbye", "recognizer", "Says goodbye", web(url)),
+        ("hello", "Hello", "classifier", "Says hello to every page", web(url)),
+    ]
+    ids = {w["slug"]: w["id"] for w in workers}
+    expected = [("hello", commits[0]), ("hello", commits[1]), ("hello", commits[2]), ("goodbye", commits[2])]
+    assert sorted((v["worker_id"], v["revision_url"]) for v in versions) == sorted(
+        (ids[slug], f"{web(url)}/commit/{commit}") for slug, commit in expected
+    )
+    for version in versions:
+        slug = next(s for s, i in ids.items() if i == version["worker_id"])
+        commit = version["revision_url"].rsplit("/", 1)[-1]
+        assert version["docker_image_iid"] == f"registry.example.com/{slug}/{commit}:main-{commit[:8]}"
+        assert (version["branch"], version["tag"]) == ("main", None)
+    # The version holds the worker's file as it was in that commit.
+    first = next(v for v in versions if v["revision_url"].endswith(commits[0]))
+    assert first["yaml"] == worker_yaml("hello", "Hello", "Says hello")
+    # The description change reached Arkindex through PartialUpdateWorker, sent by the push's newest
+    # revision only: sibling tasks run in any order on Ponos, so an older one must not win.
+    updates = operations(emulator, "PartialUpdateWorker")
+    assert [u["body"] for u in updates] == [{"description": "Says hello to every page"}]
+    assert updates[0]["task_id"] == runs[2][0]["id"]
+    assert "updated worker description" in runs[2][1].output
+    assert "left to the push's newest revision" in runs[1][1].output
+
+    # The last task's report: each worker, its version, created or existing, and no error.
+    report = report_of(ponos, runs[2][0])
+    assert report["revision"] == commits[2]
+    assert report["repository_url"] == url
+    assert report["ref"] == "refs/heads/main"
+    assert report["revision_url"] == f"{web(url)}/commit/{commits[2]}"
+    assert report["configuration"] == "current"
+    assert report["errors"] == []
+    assert [(w["slug"], w["file"], w["version"]) for w in report["workers"]] == [
+        ("goodbye", "arkindex/goodbye.yml", "created"),
+        ("hello", "arkindex/hello.yml", "created"),
+    ]
+    by_id = {v["id"]: v for v in versions}
+    for entry in report["workers"]:
+        assert entry["worker_id"] == ids[entry["slug"]]
+        assert by_id[entry["version_id"]]["revision_url"] == f"{web(url)}/commit/{commits[2]}"
+
+
+def test_rerun_of_every_task_changes_nothing(emulator, tmp_path, pushed):
+    ponos = process_for(emulator, tmp_path, pushed["url"])
+    trigger_and_run(ponos, pushed["base"])
+    workers, versions = state(emulator)
+    tasks = len(emulator.tasks())
+
+    again = trigger_and_run(ponos, pushed["base"])
+
+    assert len(emulator.tasks()) == tasks
+    assert state(emulator) == (workers, versions)
+    for task, result in again:
+        assert result.code == 0, result.output
+        assert {w["version"] for w in report_of(ponos, task)["workers"]} == {"existing"}
+        assert "0 new version(s)" in result.output
+    created = [r for r in operations(emulator, "ImportWorkerVersion") if r["status"] == 201]
+    assert len(created) == 4
+
+
+def test_moved_tag_updates_the_existing_version(emulator, tmp_path, repo, git_root, git_server):
+    commit = repo.commit("Add hello", {"arkindex/hello.yml": worker_yaml("hello", "Hello")})
+    repo.publish(git_root / "workers.git")
+    url = git_server.url("workers.git")
+    on_main = process_for(emulator, tmp_path, url, name="main")
+    trigger_and_run(on_main, None)
+    ((version),) = emulator.versions()
+    assert (version["branch"], version["tag"]) == ("main", None)
+
+    # The tag v1 is pushed on that commit: Arkindex starts a process for the tag.
+    repo.tag("v1", commit)
+    repo.publish(git_root / "workers.git")
+    tag_push = process_for(emulator, tmp_path, url, name="tag", REPOSITORY_REF="refs/tags/v1")
+    ((task, result),) = trigger_and_run(tag_push, None)
+
+    assert result.code == 0, result.output
+    assert task["env"]["REPOSITORY_REF"] == "refs/tags/v1"
+    ((after),) = emulator.versions()
+    assert after["id"] == version["id"]
+    assert after["tag"] == "v1"
+    assert after["branch"] == "main"
+    (update,) = operations(emulator, "PartialUpdateWorkerVersion")
+    assert update["body"] == {"tag": "v1"}
+    (entry,) = report_of(tag_push, task)["workers"]
+    assert entry["version"] == "existing"
+    assert entry["updated"] == ["version tag"]
+
+
+def test_legacy_arkindex_yml_is_converted(emulator, tmp_path, ponos, repo, git_root, git_server):
+    legacy = (
+        "version: 2\n"
+        "workers:\n"
+        "  - slug: inline\n"
+        "    name: Inline worker\n"
+        "    type: classifier\n"
+        "    description: docs/inline.md\n"
+        "    gpu_usage: disabled\n"
+        "  - workers/*.yml\n"
+    )
+    commit = repo.commit(
+        "Legacy configuration",
+        {
+            ".arkindex.yml": legacy,
+            "docs/inline.md": "Classifies pages inline.\n",
+            "workers/globbed.yml": (
+                "slug: globbed\nname: Globbed\ntype: recognizer\ndescription: docs/globbed.md\n"
+            ),
+            "docs/globbed.md": "Found by a pattern.\n",
+        },
+    )
+    repo.publish(git_root / "workers.git")
+    ponos = process_for(emulator, tmp_path, git_server.url("workers.git"))
+
+    result = ponos.run_child(revision_task(ponos, commit))
+
+    assert result.code == 0, result.output
+    workers, versions = state(emulator)
+    assert [(w["slug"], w["name"], w["type"], w["description"]) for w in workers] == [
+        ("globbed", "Globbed", "recognizer", "Found by a pattern."),
+        ("inline", "Inline worker", "classifier", "Classifies pages inline."),
+    ]
+    assert len(versions) == 2
+    inline = next(v for v in versions if v["worker_id"] == workers[1]["id"])
+    # The version holds the converted (current format) configuration.
+    assert "display_name: Inline worker" in inline["yaml"]
+    assert "description: Classifies pages inline." in inline["yaml"]
+
+
+def test_current_format_wins_over_legacy(emulator, tmp_path, repo, git_root, git_server):
+    commit = repo.commit(
+        "Both formats",
+        {
+            "arkindex/hello.yml": worker_yaml("hello", "Hello"),
+            ".arkindex.yml": "version: 2\nworkers:\n  - slug: old\n    name: Old\n    type: t\n",
+        },
+    )
+    repo.publish(git_root / "workers.git")
+    ponos = process_for(emulator, tmp_path, git_server.url("workers.git"))
+    task = revision_task(ponos, commit)
+
+    result = ponos.run_child(task)
+
+    assert result.code == 0, result.output
+    assert [w["slug"] for w in emulator.workers()] == ["hello"]
+    assert report_of(ponos, task)["configuration"] == "current"
+    assert "the current format wins" in result.output
+
+
+def test_invalid_file_fails_the_task_but_registers_the_valid_worker(
+    emulator, tmp_path, repo, git_root, git_server
+):
+    commit = repo.commit(
+        "One good, one bad",
+        {
+            "arkindex/good.yml": worker_yaml("good", "Good"),
+            "arkindex/bad.yml": worker_yaml("bad", "Bad").replace("gpu_usage: disabled", "gpu_usage: always"),
+        },
+    )
+    repo.publish(git_root / "workers.git")
+    ponos = process_for(emulator, tmp_path, git_server.url("workers.git"))
+    task = revision_task(ponos, commit)
+
+    result = ponos.run_child(task)
+
+    assert result.code == 1, result.output
+    error_lines = [line for line in result.output.splitlines() if "arkindex/bad.yml" in line]
+    assert any("gpu_usage" in line and "always" in line for line in error_lines), result.output
+    assert [w["slug"] for w in emulator.workers()] == ["good"]
+    assert len(emulator.versions()) == 1
+    report = report_of(ponos, task)
+    assert [w["slug"] for w in report["workers"]] == ["good"]
+    (error,) = report["errors"]
+    assert error["file"] == "arkindex/bad.yml"
+    assert "gpu_usage" in error["message"]
+
+
+def test_commit_without_configuration(emulator, tmp_path, repo, git_root, git_server):
+    commit = repo.commit("Just a README", {"README.md": "# Nothing to see\n"})
+    repo.publish(git_root / "workers.git")
+    ponos = process_for(emulator, tmp_path, git_server.url("workers.git"))
+    task = revision_task(ponos, commit)
+
+    result = ponos.run_child(task)
+
+    assert result.code == 0, result.output
+    assert "no worker configuration" in result.output
+    assert operations(emulator, "CreateWorker") == []
+    report = report_of(ponos, task)
+    assert (report["configuration"], report["workers"], report["errors"]) == ("none", [], [])
+
+
+def test_private_repository_with_the_process_token(emulator, tmp_path, private_git_server):
+    repo = RepoBuilder(tmp_path / "private-work")
+    base = repo.commit("Initial commit", {"README.md": "# Private\n"})
+    repo.commit("Add secret worker", {"arkindex/secret.yml": worker_yaml("secret", "Secret")})
+    repo.publish(private_git_server.root / "workers.git")
+    url = private_git_server.url("workers.git")
+    ponos = process_for(emulator, tmp_path, url, REPOSITORY_TOKEN=REPO_TOKEN)
+
+    ((task, result),) = trigger_and_run(ponos, base)
+
+    assert result.code == 0, result.output
+    # The token reached the child through the process environment, never through CreateTask.
+    assert all(REPO_TOKEN not in json.dumps(r["body"]) for r in operations(emulator, "CreateTask"))
+    assert [w["slug"] for w in emulator.workers()] == ["secret"]
+    assert REPO_TOKEN not in result.output
+    assert REPO_TOKEN not in json.dumps(report_of(ponos, task))
+    # Without the token, the same task cannot fetch the commit.
+    denied = ponos.run_child(task, {"REPOSITORY_TOKEN": ""})
+    assert denied.code != 0
+    assert "REPOSITORY_TOKEN" in denied.output
+
+
+# --- issue 5: bad inputs of the per-revision task ------------------------------------------------
+
+
+def alias_bomb() -> str:
+    lines = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    return worker_yaml("bomb", "Bomb") + "\n".join(lines) + "\n"
+
+
+BAD_INPUTS = {
+    "over 1 MiB": (
+        {"arkindex/big.yml": worker_yaml("big", "Big") + "# " + "x" * MAX_FILE_SIZE + "\n"},
+        {},
+        {},
+        ["arkindex/big.yml", "1 MiB", "keep worker configuration files small"],
+    ),
+    "alias bomb": (
+        {"arkindex/bomb.yml": alias_bomb()},
+        {},
+        {},
+        ["arkindex/bomb.yml", "alias", "remove the YAML anchors"],
+    ),
+    "symlink": (
+        {"shared/worker.yml": worker_yaml("linked", "Linked")},
+        {"arkindex/linked.yml": "../shared/worker.yml"},
+        {},
+        ["arkindex/linked.yml is a symbolic link", "replace the link with the file itself"],
+    ),
+    "invalid UTF-8": (
+        {"arkindex/latin1.yml": worker_yaml("latin", "Caf\xe9").encode("latin-1")},
+        {},
+        {},
+        ["arkindex/latin1.yml is not valid UTF-8", "save the file as UTF-8"],
+    ),
+    "duplicate slug": (
+        {"arkindex/one.yml": worker_yaml("same", "One"), "arkindex/two.yml": worker_yaml("same", "Two")},
+        {},
+        {},
+        ["arkindex/one.yml and arkindex/two.yml both declare the worker slug 'same'", "give each worker"],
+    ),
+    "unknown image placeholder": (
+        {"arkindex/hello.yml": worker_yaml("hello", "Hello")},
+        {},
+        {"WORKER_IMAGE_TEMPLATE": "registry.example.com/{slug}:{commit}"},
+        ["WORKER_IMAGE_TEMPLATE", "{commit}", "use only {slug}, {hash}, {short_hash} and {ref}"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_exits_2_and_creates_nothing(case, emulator, tmp_path, repo, git_root, git_server):
+    files, symlinks, env, expected = BAD_INPUTS[case]
+    # A valid worker beside the bad input: it must not be registered either.
+    commit = repo.commit(
+        "Bad input", {"arkindex/aaa-good.yml": worker_yaml("good", "Good"), **files}, symlinks=symlinks
+    )
+    repo.publish(git_root / "workers.git")
+    ponos = process_for(emulator, tmp_path, git_server.url("workers.git"), **env)
+    task = revision_task(ponos, commit)
+
+    result = ponos.run_child(task)
+
+    assert result.code == 2, result.output
+    lines = [line for line in result.output.splitlines() if all(text in line for text in expected)]
+    assert len(lines) == 1, result.output
+    assert "Traceback" not in result.output
+    assert operations(emulator, "CreateWorker") == []
+    assert emulator.workers() == [] and emulator.versions() == []
+    assert len(report_of(ponos, task)["errors"]) == 1
+
+
+def test_revision_missing_from_the_server(emulator, tmp_path, repo, git_root, git_server):
+    """A commit removed by a force push since the trigger ran: exit 2, the commit named, nothing created."""
+    repo.commit("Kept", {"arkindex/hello.yml": worker_yaml("hello", "Hello")})
+    repo.publish(git_root / "workers.git")
+    ponos = process_for(emulator, tmp_path, git_server.url("workers.git"))
+    gone = "0123456789abcdef0123456789abcdef01234567"
+    task = revision_task(ponos, gone)
+
+    result = ponos.run_child(task)
+
+    assert result.code == 2, result.output
+    assert any(gone in line and "REPOSITORY_REVISION" in line for line in result.output.splitlines())
+    assert operations(emulator, "CreateWorker") == []
+    assert report_of(ponos, task)["errors"]

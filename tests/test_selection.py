@@ -1,0 +1,272 @@
+"""Fast pure unit tests: the selection rules, the plan, and the slug and URL rules (no git, no HTTP)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from git_import.errors import ConfigError
+from git_import.gitrepo import Commit
+from git_import.plan import CREATED, EXISTING, FAILED, NEW, build_plan
+from git_import.selection import NEW_BRANCH, PUSH, REWRITTEN, Selection, select_push, select_target
+from git_import.urls import (
+    branch_and_tag,
+    check_pathspecs,
+    check_ref,
+    check_repository_url,
+    is_full_hash,
+    revision_url,
+    task_slug,
+    web_url,
+)
+
+
+def commit(n: int, summary: str | None = None) -> Commit:
+    return Commit(
+        hash=f"{n:040x}",
+        author="Ada Worker",
+        date=f"2026-01-01T00:00:{n:02d}+00:00",
+        summary=summary or f"Change {n}",
+    )
+
+
+# --- selection ---------------------------------------------------------------------------------------
+
+
+def test_push_range_is_returned_oldest_first() -> None:
+    newest_first = [commit(3), commit(2), commit(1)]
+    selection = select_push(newest_first, max_revisions=50)
+    assert selection.mode == PUSH
+    assert [c.hash for c in selection.chosen] == [commit(1).hash, commit(2).hash, commit(3).hash]
+    assert selection.left_out == []
+    assert selection.warnings == []
+
+
+def test_cap_keeps_the_newest_and_lists_the_rest_oldest_first() -> None:
+    newest_first = [commit(n) for n in range(5, 0, -1)]
+    selection = select_push(newest_first, max_revisions=2)
+    assert selection.chosen == [commit(4), commit(5)]
+    assert selection.left_out == [commit(1), commit(2), commit(3)]
+
+
+@pytest.mark.parametrize("cap", [3, 4])
+def test_cap_at_or_above_the_range_leaves_nothing_out(cap: int) -> None:
+    selection = select_push([commit(3), commit(2), commit(1)], max_revisions=cap)
+    assert len(selection.chosen) == 3
+    assert selection.left_out == []
+
+
+def test_empty_push_chooses_nothing() -> None:
+    selection = select_push([], max_revisions=50)
+    assert selection.chosen == [] and selection.left_out == []
+
+
+def test_target_alone() -> None:
+    assert select_target(commit(7), NEW_BRANCH) == Selection(mode=NEW_BRANCH, chosen=[commit(7)])
+    rewritten = select_target(commit(7), REWRITTEN, "history rewritten")
+    assert rewritten.chosen == [commit(7)]
+    assert rewritten.warnings == ["history rewritten"]
+
+
+# --- plan ----------------------------------------------------------------------------------------------
+
+
+def plan_of(selection: Selection, existing: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    return build_plan(
+        repository_url="https://gitlab.example.com/team/workers.git",
+        ref="refs/heads/main",
+        target=selection.chosen[-1].hash if selection.chosen else commit(0).hash,
+        before=commit(0).hash,
+        paths=["arkindex/"],
+        selection=selection,
+        existing=existing or {},
+    )
+
+
+def test_plan_marks_existing_slugs_with_their_ids() -> None:
+    selection = select_push([commit(3), commit(2), commit(1)], max_revisions=50)
+    plan = plan_of(selection, {task_slug(commit(2).hash): "task-2", "import-other": "x"})
+    assert [(item.slug, item.state, item.task_id) for item in plan.items] == [
+        (task_slug(commit(1).hash), NEW, None),
+        (task_slug(commit(2).hash), EXISTING, "task-2"),
+        (task_slug(commit(3).hash), NEW, None),
+    ]
+    assert not plan.complete
+    plan.items[0].state, plan.items[0].task_id = CREATED, "task-1"
+    plan.items[2].state, plan.items[2].task_id = CREATED, "task-3"
+    assert plan.complete
+    plan.items[2].state = FAILED
+    assert not plan.complete
+
+
+def test_plan_json() -> None:
+    selection = select_push([commit(n) for n in range(4, 0, -1)], max_revisions=2)
+    plan = plan_of(selection, {task_slug(commit(4).hash): "task-4"})
+    data = plan.to_json()
+    json.dumps(data)  # serialisable as it is
+    assert data["repository_url"] == "https://gitlab.example.com/team/workers.git"
+    assert data["ref"] == "refs/heads/main"
+    assert data["before"] == commit(0).hash
+    assert data["paths"] == ["arkindex/"]
+    assert data["selection"] == PUSH
+    assert data["revisions"] == [
+        {
+            "hash": commit(3).hash,
+            "summary": "Change 3",
+            "author": "Ada Worker",
+            "date": "2026-01-01T00:00:03+00:00",
+            "task": {"slug": f"import-{commit(3).hash}", "state": NEW, "id": None, "error": None},
+        },
+        {
+            "hash": commit(4).hash,
+            "summary": "Change 4",
+            "author": "Ada Worker",
+            "date": "2026-01-01T00:00:04+00:00",
+            "task": {"slug": f"import-{commit(4).hash}", "state": EXISTING, "id": "task-4", "error": None},
+        },
+    ]
+    assert data["left_out"]["count"] == 2
+    assert [r["hash"] for r in data["left_out"]["revisions"]] == [commit(1).hash, commit(2).hash]
+    assert {r["state"] for r in data["left_out"]["revisions"]} == {"left out"}
+    assert data["summary"] == {
+        "planned": 2,
+        "created": 0,
+        "already_there": 1,
+        "new": 1,
+        "failed": 0,
+        "left_out": 2,
+    }
+
+
+def test_plan_table_lists_every_revision_oldest_first() -> None:
+    long_summary = "A summary line that is far too long to fit in the table column as it is"
+    selection = select_push([commit(3, long_summary), commit(2), commit(1)], max_revisions=2)
+    plan = plan_of(selection, {task_slug(commit(2).hash): "task-2"})
+    table = plan.render_table()
+    rows = [line for line in table.splitlines() if line.startswith(commit(0).hash[:8])]
+    assert [row.split()[0] for row in rows] == [commit(n).hash[:10] for n in (1, 2, 3)]
+    assert rows[0].endswith("left out")
+    assert rows[1].endswith("already there")
+    assert rows[2].endswith("new")
+    assert "…" in rows[2] and long_summary not in table
+    assert "1 left out" in table
+    assert "paths arkindex/" in table
+
+
+def test_plan_table_shows_warnings_and_a_missing_ref() -> None:
+    selection = select_target(commit(5), REWRITTEN, "history rewritten: importing the target alone")
+    plan = build_plan(
+        repository_url="https://example.com/w.git",
+        ref=None,
+        target=commit(5).hash,
+        before=commit(4).hash,
+        paths=[],
+        selection=selection,
+        existing={},
+    )
+    table = plan.render_table()
+    assert "Warning: history rewritten" in table
+    assert "ref (none)" in table
+    assert plan.to_json()["warnings"] == ["history rewritten: importing the target alone"]
+
+
+# --- slugs and URLs --------------------------------------------------------------------------------------
+
+
+def test_task_slug_is_the_full_hash() -> None:
+    full = "0123456789abcdef0123456789abcdef01234567"
+    assert task_slug(full) == f"import-{full}"
+    assert len(task_slug(full)) <= 250
+    assert is_full_hash(full)
+    assert not is_full_hash(full[:10])
+    assert not is_full_hash(full.upper())
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://gitlab.example.com/team/workers.git",
+        "http://127.0.0.1:8080/workers.git",
+        "ssh://git@gitlab.example.com/team/workers.git",
+        "git@gitlab.example.com:team/workers.git",
+    ],
+)
+def test_network_urls_are_accepted(url: str) -> None:
+    assert check_repository_url(url) == url
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("", "empty"),
+        ("https://oauth2:glpat-secret@gitlab.example.com/team/workers.git", "credentials"),
+        ("https://glpat-secret@gitlab.example.com/team/workers.git", "credentials"),
+        ("ext::sh -c id", "ext::"),
+        ("fd::3", "fd::"),
+        ("-uhttps://example.com/x.git", "'-'"),
+        ("/srv/git/workers.git", "local"),
+        ("file:///srv/git/workers.git", "local"),
+        ("ftp://example.com/workers.git", "ftp"),
+    ],
+)
+def test_unsafe_urls_are_refused(url: str, words: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        check_repository_url(url)
+    assert "REPOSITORY_URL" in str(caught.value)
+    assert words in str(caught.value)
+    assert "glpat-secret" not in str(caught.value)
+
+
+def test_local_urls_only_when_allowed() -> None:
+    assert check_repository_url("/srv/git/workers.git", allow_local=True) == "/srv/git/workers.git"
+    assert check_repository_url("file:///srv/git/w.git", allow_local=True) == "file:///srv/git/w.git"
+
+
+@pytest.mark.parametrize(
+    ("url", "web"),
+    [
+        ("https://gitlab.example.com/team/workers.git", "https://gitlab.example.com/team/workers"),
+        ("https://gitlab.example.com/team/workers/", "https://gitlab.example.com/team/workers"),
+        ("http://127.0.0.1:8080/workers.git", "http://127.0.0.1:8080/workers"),
+        ("ssh://git@gitlab.example.com/team/workers.git", "https://gitlab.example.com/team/workers"),
+        ("git@gitlab.example.com:team/workers.git", "https://gitlab.example.com/team/workers"),
+    ],
+)
+def test_web_url(url: str, web: str) -> None:
+    assert web_url(url) == web
+    assert revision_url(url, "a" * 40) == f"{web}/commit/{'a' * 40}"
+
+
+@pytest.mark.parametrize("ref", ["main", "feature/x", "refs/heads/main", "refs/tags/v1.0", "v1.0"])
+def test_valid_refs(ref: str) -> None:
+    assert check_ref(ref) == ref
+
+
+@pytest.mark.parametrize(
+    "ref", ["", "-main", "--upload-pack=x", "main..other", "main^", "a b", "main~1", "x:y", "main.lock", "a/"]
+)
+def test_invalid_refs(ref: str) -> None:
+    with pytest.raises(ConfigError, match="REPOSITORY_REF"):
+        check_ref(ref)
+
+
+@pytest.mark.parametrize(
+    ("ref", "expected"),
+    [
+        ("refs/heads/main", ("main", None)),
+        ("refs/heads/feature/x", ("feature/x", None)),
+        ("refs/tags/v1.0", (None, "v1.0")),
+        ("refs/merge-requests/1/head", (None, None)),
+        ("main", ("main", None)),
+        (None, (None, None)),
+    ],
+)
+def test_branch_and_tag(ref: str | None, expected: tuple[str | None, str | None]) -> None:
+    assert branch_and_tag(ref) == expected
+
+
+def test_pathspecs() -> None:
+    assert check_pathspecs(["arkindex/", ".arkindex.yml"]) == ["arkindex/", ".arkindex.yml"]
+    with pytest.raises(ConfigError, match="REPOSITORY_PATHS"):
+        check_pathspecs(["--output=/tmp/x"])
