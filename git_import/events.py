@@ -64,7 +64,8 @@ def read_event(path: Path) -> dict[str, str]:
         payload = json.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(
-            f"REPOSITORY_EVENT names {path}, which does not exist", hint="give the path of the push event file"
+            f"REPOSITORY_EVENT names {path}, which does not exist",
+            hint="give the path of the push event file",
         ) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(

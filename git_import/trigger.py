@@ -241,7 +241,11 @@ def task_body(
     """The CreateTask body of one revision. The process environment reaches the child through the
     server [CONTRACT §2]: no secret is ever copied here. Only the newest revision's task updates the
     workers' attributes: sibling tasks run in any order, and an older one must not win."""
-    env = {"REPOSITORY_REVISION": item.revision.hash, "REPOSITORY_URL": url, "WORKER_UPDATE": "1" if newest else "0"}
+    env = {
+        "REPOSITORY_REVISION": item.revision.hash,
+        "REPOSITORY_URL": url,
+        "WORKER_UPDATE": "1" if newest else "0",
+    }
     if ref:
         env["REPOSITORY_REF"] = ref
     return {

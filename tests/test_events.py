@@ -11,6 +11,7 @@ from git_import.errors import ConfigError
 from git_import.events import settings_from_event
 from git_import.gitserver import GitHTTPServer
 from git_import.sample import RepoBuilder, worker_yaml
+
 from conftest import Ponos, run_tool
 
 PAYLOADS = Path(__file__).parent / "payloads"
@@ -38,7 +39,9 @@ def pushed(repo: RepoBuilder, git_root: Path, git_server: GitHTTPServer) -> tupl
 
 
 def test_gitlab_push_maps_to_settings() -> None:
-    got = settings_from_event(payload("gitlab_push.json", BEFORE="a" * 40, AFTER="b" * 40, HTTP_URL="https://h/g/r.git"))
+    got = settings_from_event(
+        payload("gitlab_push.json", BEFORE="a" * 40, AFTER="b" * 40, HTTP_URL="https://h/g/r.git")
+    )
     assert got == {
         "repository_url": "https://h/g/r.git",
         "repository_ref": "refs/heads/main",
@@ -63,9 +66,13 @@ def test_not_a_push_event_is_refused() -> None:
         settings_from_event({"zen": "Keep it logically awesome."})
 
 
-def test_gitlab_push_event_drives_the_trigger(ponos: Ponos, pushed: tuple[str, list[str]], tmp_path: Path) -> None:
+def test_gitlab_push_event_drives_the_trigger(
+    ponos: Ponos, pushed: tuple[str, list[str]], tmp_path: Path
+) -> None:
     url, commits = pushed
-    event = write_event(tmp_path, "gitlab_push.json", BEFORE=commits[1], AFTER=commits[3], HTTP_URL=url, WEB_URL="x")
+    event = write_event(
+        tmp_path, "gitlab_push.json", BEFORE=commits[1], AFTER=commits[3], HTTP_URL=url, WEB_URL="x"
+    )
     result = ponos.run_trigger({"REPOSITORY_EVENT": str(event)})
     assert result.code == 0, result.output
     assert sorted(t["slug"] for t in ponos.children()) == sorted(f"import-{c}" for c in commits[2:])
@@ -73,9 +80,13 @@ def test_gitlab_push_event_drives_the_trigger(ponos: Ponos, pushed: tuple[str, l
     assert ponos.plan()["ref"] == "refs/heads/main"
 
 
-def test_explicit_settings_win_over_the_event(ponos: Ponos, pushed: tuple[str, list[str]], tmp_path: Path) -> None:
+def test_explicit_settings_win_over_the_event(
+    ponos: Ponos, pushed: tuple[str, list[str]], tmp_path: Path
+) -> None:
     url, commits = pushed
-    event = write_event(tmp_path, "github_push.json", BEFORE=commits[1], AFTER=commits[3], HTTP_URL=url, WEB_URL="x")
+    event = write_event(
+        tmp_path, "github_push.json", BEFORE=commits[1], AFTER=commits[3], HTTP_URL=url, WEB_URL="x"
+    )
     result = ponos.run_trigger({"REPOSITORY_EVENT": str(event), "REPOSITORY_BEFORE": commits[0]})
     assert result.code == 0, result.output
     assert len(ponos.children()) == 3
@@ -88,7 +99,9 @@ def test_github_tag_push_imports_the_tagged_commit(
     repo.commit("two")
     repo.git("tag", "-a", "-m", "release", "v1.0.0", first)
     repo.publish(git_root / "workers.git")
-    data = payload("github_push.json", BEFORE=NULL, AFTER=first, HTTP_URL=git_server.url("workers.git"), WEB_URL="x")
+    data = payload(
+        "github_push.json", BEFORE=NULL, AFTER=first, HTTP_URL=git_server.url("workers.git"), WEB_URL="x"
+    )
     data["ref"] = "refs/tags/v1.0.0"
     event = tmp_path / "tag.json"
     event.write_text(json.dumps(data))

@@ -17,12 +17,13 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from conftest import Ponos, Result, run_tool
 
 from git_import import gitrepo, trigger
 from git_import.gitserver import GitHTTPServer
 from git_import.sample import RepoBuilder, worker_yaml
 from git_import.settings import load_settings
+
+from conftest import Ponos, Result, run_tool
 
 LEVELS = {"debug", "info", "warning", "error", "critical"}
 PHASES = ("process", "clone", "select", "fan-out", "total")
