@@ -126,7 +126,8 @@ class ArkindexAPI:
                 return min(MAX_DELAY * 4, max(0.0, float(retry_after)))
             except ValueError:
                 pass
-        return random.uniform(self.base_delay / 2, min(MAX_DELAY, self.base_delay * 2 ** (attempt - 1)))
+        high = min(MAX_DELAY, self.base_delay * 2 ** (attempt - 1))
+        return random.uniform(min(self.base_delay / 2, high), high)
 
     def _retry(self, what: str, call: Callable[[], Any]) -> Any:
         for attempt in range(1, self.attempts + 1):
@@ -182,6 +183,14 @@ class ArkindexAPI:
                 status=exc.status_code,
                 content=exc.content,
                 hint="check ARKINDEX_TASK_TOKEN (or ARKINDEX_API_TOKEN) and that it belongs to this process",
+            )
+        if exc.status_code == 429 or exc.status_code >= 500:
+            # Transient answers reach here only once every try was spent on them.
+            return APIError(
+                f"{what}: {operation} still failed after {self.attempts} tries ({describe(exc)})",
+                status=exc.status_code,
+                content=exc.content,
+                hint="the Arkindex API is failing or overloaded: retry the task later, or raise RETRY_ATTEMPTS",
             )
         return APIError(
             f"{what}: {operation} failed ({describe(exc)})", status=exc.status_code, content=exc.content

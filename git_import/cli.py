@@ -83,9 +83,12 @@ def main(argv: list[str] | None = None) -> int:
         dry_run = getattr(args, "dry_run", False)
         return run_trigger(load_settings(), dry_run=dry_run, fmt=getattr(args, "format", "text"))
     except FatalError as exc:
-        logger.error("%s", exc)
-        if exc.exit_code == EXIT_CONFIG:
-            logger.error("nothing was created: fix the setting above and run the task again")
+        # One line: what is wrong, where, and how to fix it (the hint, in parentheses).
+        if exc.exit_code == EXIT_CONFIG and command == "trigger":
+            # The trigger raises a setting or input error only before its first API write.
+            logger.error("%s; nothing was created", exc)
+        else:
+            logger.error("%s", exc)
         return exc.exit_code
     except KeyboardInterrupt:
         logger.error("interrupted")

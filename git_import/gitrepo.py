@@ -20,14 +20,17 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from git_import.errors import ConfigError, FatalError
 from git_import.redact import scrub
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 PROGRESS_INTERVAL = 5.0  # seconds between two progress lines of a long fetch
 
@@ -38,6 +41,9 @@ case "$1" in
   *) printf '%s\\n' "$GIT_IMPORT_PASSWORD" ;;
 esac
 """
+
+# The tool's secret settings, kept out of the environment of git processes.
+_SECRET_ENV = frozenset({"REPOSITORY_TOKEN", "ARKINDEX_TASK_TOKEN", "ARKINDEX_API_TOKEN"})
 
 # Failures worth another try: the network or the server, never authentication or a missing object.
 _TRANSIENT = re.compile(
@@ -101,7 +107,13 @@ class GitEnv:
         askpass = self._dir / "askpass.sh"
         askpass.write_text(_ASKPASS)
         askpass.chmod(stat.S_IRWXU)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "SSH_ASKPASS"))}
+        # Git gets the token once, in GIT_IMPORT_PASSWORD for the askpass program: not the tool's own
+        # secret settings, which git and the programs it runs (ssh, remote helpers) have no use for.
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("GIT_", "SSH_ASKPASS")) and k.upper() not in _SECRET_ENV
+        }
         env.update(
             {
                 "GIT_TERMINAL_PROMPT": "0",
@@ -405,10 +417,18 @@ class Repo:
 def backoff_delays(attempts: int, base: float, cap: float = 30.0) -> Iterator[float]:
     """Full-jitter exponential backoff: the delays before tries 2..attempts."""
     for attempt in range(1, attempts):
-        yield random.uniform(base / 2, min(cap, base * 2 ** (attempt - 1)))
+        high = min(cap, base * 2 ** (attempt - 1))
+        yield random.uniform(min(base / 2, high), high)
 
 
-def with_retries(action, *, attempts: int, base_delay: float, what: str, cleanup=None):  # type: ignore[no-untyped-def]
+def with_retries(
+    action: Callable[[], T],
+    *,
+    attempts: int,
+    base_delay: float,
+    what: str,
+    cleanup: Callable[[], object] | None = None,
+) -> T:
     """Run `action()`; retry transient git failures with jittered backoff, calling `cleanup()` first."""
     delays = backoff_delays(attempts, base_delay)
     tries = 0

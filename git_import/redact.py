@@ -5,15 +5,20 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from urllib.parse import quote
 
 MASK = "***"
 _lock = threading.Lock()
 _secrets: set[str] = set()
 
-# user:password@ or token@ in any scheme://… URL
-_URL_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/@\s]+)@")
-# Authorization headers that could be echoed by a library
-_AUTH_HEADER = re.compile(r"(?i)(authorization:\s*(?:basic|bearer|token|ponos)\s+)\S+")
+# user:password@ or token@ in any scheme://… URL; up to the authority's last '@', so that a password
+# holding an unencoded '@' is masked whole.
+_URL_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/?#\s]+)@")
+# Authorization headers that could be echoed by a library, as a header line (`Authorization: Basic …`),
+# a mapping (`{'Authorization': 'Ponos …'}`, JSON) or a setting (`http.extraHeader=Authorization=…`).
+_AUTH_HEADER = re.compile(
+    r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?\s*(?:basic|bearer|token|ponos)\s+)[^\s'\",}]+"
+)
 
 
 def register_secret(value: str | None) -> None:
@@ -21,6 +26,8 @@ def register_secret(value: str | None) -> None:
     if value and len(value) >= 4:
         with _lock:
             _secrets.add(value)
+            # As it would appear inside a URL (a query string, userinfo).
+            _secrets.add(quote(value, safe=""))
 
 
 def scrub(text: object) -> str:

@@ -12,6 +12,7 @@ NETWORK_SCHEMES = ("https", "http", "ssh")
 _SCP_LIKE = re.compile(r"^(?:(?P<user>[^@/:\s]+)@)?(?P<host>[^@/:\s]+):(?!//)(?P<path>[^\s]+)$")
 _FULL_HASH = re.compile(r"^[0-9a-f]{40}$")
 _BAD_REF_CHARS = re.compile(r"[\x00-\x20~^:?*\[\\\x7f]")
+_CONTROL_CHARS = re.compile(r"[\x00-\x20\x7f]")
 
 TASK_SLUG_PREFIX = "import-"
 
@@ -38,8 +39,27 @@ def check_repository_url(url: str, *, allow_local: bool = False) -> str:
             f"{where} uses the '{transport}::' remote helper transport, which can run commands",
             hint="give an https:// or ssh:// clone URL",
         )
+    if _CONTROL_CHARS.search(url):
+        raise ConfigError(
+            f"{where} holds a control character or space",
+            hint="give the clone URL on one line, without spaces",
+        )
+    authority = url.split("://", 1)[1] if "://" in url else url
+    authority = re.split(r"[/?#]", authority, maxsplit=1)[0]
+    if "@" in authority and ":" in authority.rsplit("@", 1)[0]:
+        # user:password@host, with or without a scheme (`user:pw@host:path` is not scp-like).
+        raise ConfigError(
+            f"{where} holds credentials, which would leak into logs and the clone's configuration",
+            hint="remove them from the URL and set REPOSITORY_TOKEN (and REPOSITORY_USERNAME) instead",
+        )
     split = urlsplit(url)
-    scheme = split.scheme.lower()
+    # Without `://`, `host:path` is git's scp-like syntax, not a scheme.
+    scheme = split.scheme.lower() if "://" in url else ""
+    if scheme in ("http", "https", "ssh") and (split.query or split.fragment):
+        raise ConfigError(
+            f"{where} has a query string or fragment, which could carry credentials and would leak into logs",
+            hint="give the plain clone URL and set REPOSITORY_TOKEN for a private repository",
+        )
     if scheme in ("http", "https"):
         if "@" in split.netloc:
             raise ConfigError(
@@ -90,7 +110,7 @@ def web_url(repository_url: str) -> str:
         base = f"{split.scheme}://{host}{split.path}"
     elif split.scheme == "ssh":
         base = f"https://{split.hostname}{split.path}"
-    elif (match := _SCP_LIKE.match(url)) and not split.scheme:
+    elif (match := _SCP_LIKE.match(url)) and "://" not in url:
         path = match["path"].lstrip("/")
         base = f"https://{match['host']}/{path}"
     else:

@@ -1,0 +1,270 @@
+"""Bad input to the trigger (issue 5): each is refused with one clear line naming the setting and the
+fix, exit status 2, and nothing created on Arkindex. The exact lines are the ones documented in
+docs/bad-inputs.md, which a test keeps in step.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from git_import.gitserver import GitHTTPServer
+from git_import.sample import RepoBuilder, worker_yaml
+
+from conftest import Ponos, Result, run_tool
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "bad-inputs.md"
+OTHER_UUID = "00000000-0000-4000-8000-000000000000"
+
+# Hints shared by several messages, as the tool prints them.
+URL_CREDENTIALS = (
+    "REPOSITORY_URL holds credentials, which would leak into logs and the clone's configuration "
+    "(remove them from the URL and set REPOSITORY_TOKEN (and REPOSITORY_USERNAME) instead)"
+)
+URL_LOCAL = (
+    "REPOSITORY_URL is a local path or file:// URL, which is refused by default (use the repository's "
+    "https:// or ssh:// URL, or set REPOSITORY_ALLOW_LOCAL=1 for local testing)"
+)
+MAX_REVISIONS = "MAX_REVISIONS: must be at least 1 (set MAX_REVISIONS to a whole number of at least 1)"
+
+
+@dataclass
+class Served:
+    """The repository the trigger is pointed at: `main` (3 commits) and `other` (1 commit off the first)."""
+
+    url: str
+    main: list[str]
+    other: str
+    marker: Path  # a file that a command smuggled into a setting would create
+
+
+@dataclass
+class Case:
+    id: str
+    env: Callable[[Served], dict[str, str]]
+    message: str  # the exact error line, `{placeholders}` filled from Served
+    drop: tuple[str, ...] = ()  # settings of the Ponos environment to remove
+
+    def expected(self, served: Served) -> str:
+        return (
+            self.message.format(url=served.url, main=served.main, other=served.other)
+            + "; nothing was created"
+        )
+
+    def documented(self) -> str:
+        """The message as docs/bad-inputs.md shows it, with `<…>` for the parts that vary."""
+        return self.message.format(url="<url>", main=["<hash>"] * 3, other="<hash>")
+
+
+CASES = [
+    Case(
+        "PONOS_PROCESS malformed",
+        lambda s: {"PONOS_PROCESS": "not-a-uuid"},
+        "PONOS_PROCESS: is not a valid UUID "
+        "(set PONOS_PROCESS (or ARKINDEX_PROCESS_ID) to the UUID of the process running this task)",
+    ),
+    Case(
+        "ARKINDEX_PROCESS_ID malformed",
+        lambda s: {"ARKINDEX_PROCESS_ID": "1234"},
+        "PONOS_PROCESS: is not a valid UUID "
+        "(set PONOS_PROCESS (or ARKINDEX_PROCESS_ID) to the UUID of the process running this task)",
+        drop=("PONOS_PROCESS",),
+    ),
+    Case(
+        "PONOS_TASK malformed",
+        lambda s: {"PONOS_TASK": "42"},
+        "PONOS_TASK: is not a valid UUID (set PONOS_TASK to the UUID of the running task)",
+    ),
+    Case(
+        "REPOSITORY_URL missing",
+        lambda s: {},
+        "REPOSITORY_URL is not set "
+        "(set REPOSITORY_URL to the repository's HTTP(S) or SSH clone URL, without credentials)",
+        drop=("REPOSITORY_URL",),
+    ),
+    Case(
+        "PONOS_WORKFLOW only",
+        lambda s: {"PONOS_WORKFLOW": OTHER_UUID},
+        "PONOS_WORKFLOW is set but PONOS_PROCESS is not: the Ponos agent no longer provides PONOS_WORKFLOW "
+        "since Arkindex merged workflows into processes "
+        "(set PONOS_PROCESS (or ARKINDEX_PROCESS_ID) to the process UUID, or update the agent)",
+        drop=("PONOS_PROCESS",),
+    ),
+    Case(
+        "URL with user and password",
+        lambda s: {"REPOSITORY_URL": "https://ada:hunter2@gitlab.example.com/group/workers.git"},
+        URL_CREDENTIALS,
+    ),
+    Case(
+        "URL with a token as user",
+        lambda s: {"REPOSITORY_URL": "https://glpat-abc123@gitlab.example.com/group/workers.git"},
+        URL_CREDENTIALS,
+    ),
+    Case(
+        "ssh URL with a password",
+        lambda s: {"REPOSITORY_URL": "ssh://git:hunter2@gitlab.example.com/group/workers.git"},
+        URL_CREDENTIALS,
+    ),
+    Case(
+        "scp-like URL with a password",
+        lambda s: {"REPOSITORY_URL": "git:hunter2@gitlab.example.com:group/workers.git"},
+        URL_CREDENTIALS,
+    ),
+    Case(
+        "URL with a token in its query",
+        lambda s: {"REPOSITORY_URL": "https://gitlab.example.com/group/workers.git?private_token=abc123"},
+        "REPOSITORY_URL has a query string or fragment, which could carry credentials and would leak into "
+        "logs (give the plain clone URL and set REPOSITORY_TOKEN for a private repository)",
+    ),
+    Case(
+        "ext:: transport",
+        lambda s: {"REPOSITORY_URL": f"ext::sh -c touch% {s.marker}"},
+        "REPOSITORY_URL uses the 'ext::' remote helper transport, which can run commands "
+        "(give an https:// or ssh:// clone URL)",
+    ),
+    Case(
+        "fd:: transport",
+        lambda s: {"REPOSITORY_URL": "fd::0"},
+        "REPOSITORY_URL uses the 'fd::' remote helper transport, which can run commands "
+        "(give an https:// or ssh:// clone URL)",
+    ),
+    Case(
+        "URL starting with -",
+        lambda s: {"REPOSITORY_URL": f"--upload-pack=touch {s.marker}"},
+        "REPOSITORY_URL starts with '-', which git would read as an option "
+        "(give an https:// or ssh:// clone URL)",
+    ),
+    Case(
+        "URL with a space",
+        lambda s: {"REPOSITORY_URL": f"{s.url} --upload-pack=touch"},
+        "REPOSITORY_URL holds a control character or space (give the clone URL on one line, without spaces)",
+    ),
+    Case(
+        "ref starting with -",
+        lambda s: {"REPOSITORY_URL": s.url, "REPOSITORY_REF": "--upload-pack=touch"},
+        "REPOSITORY_REF '--upload-pack=touch' is not a valid branch, tag or ref name "
+        "(give a branch name such as 'main', a tag, or a full ref such as 'refs/heads/main')",
+    ),
+    Case(
+        "local path",
+        lambda s: {"REPOSITORY_URL": str(s.marker.parent / "served" / "workers.git")},
+        URL_LOCAL,
+    ),
+    Case(
+        "file:// URL",
+        lambda s: {"REPOSITORY_URL": f"file://{s.marker.parent / 'served' / 'workers.git'}"},
+        URL_LOCAL,
+    ),
+    Case(
+        "ref that does not exist",
+        lambda s: {"REPOSITORY_URL": s.url, "REPOSITORY_REF": "no-such-branch"},
+        "REPOSITORY_REF 'no-such-branch' does not exist in the repository "
+        "(give an existing branch or tag, or leave REPOSITORY_REF empty for the default branch)",
+    ),
+    Case(
+        "REPOSITORY_AFTER that does not exist",
+        lambda s: {"REPOSITORY_URL": s.url, "REPOSITORY_AFTER": "1" * 40},
+        "REPOSITORY_AFTER 1111111111111111111111111111111111111111 does not exist in the repository "
+        "(give the hash of a pushed commit, or leave REPOSITORY_AFTER empty to import the ref's tip)",
+    ),
+    Case(
+        "REPOSITORY_AFTER that does not exist, with REPOSITORY_REF and REPOSITORY_BEFORE",
+        lambda s: {
+            "REPOSITORY_URL": s.url,
+            "REPOSITORY_REF": "main",
+            "REPOSITORY_BEFORE": s.main[0],
+            "REPOSITORY_AFTER": "1" * 40,
+        },
+        "REPOSITORY_AFTER 1111111111111111111111111111111111111111 does not exist in the repository "
+        "(give the hash of a pushed commit, or leave REPOSITORY_AFTER empty to import the ref's tip)",
+    ),
+    Case(
+        "REPOSITORY_BEFORE not an ancestor",
+        lambda s: {"REPOSITORY_URL": s.url, "REPOSITORY_REF": "main", "REPOSITORY_BEFORE": s.other},
+        "REPOSITORY_BEFORE {other} is not an ancestor of the target {main[2]} (give the commit the branch "
+        "pointed to before the push, or leave REPOSITORY_BEFORE empty to import the target alone)",
+    ),
+    Case(
+        "REPOSITORY_BEFORE not a full hash",
+        lambda s: {"REPOSITORY_URL": s.url, "REPOSITORY_BEFORE": "abc123"},
+        "REPOSITORY_BEFORE: not a full 40-character commit hash "
+        "(give the full 40-character hash of the commit before the push, or leave it empty)",
+    ),
+    Case(
+        "empty repository",
+        lambda s: {"REPOSITORY_URL": s.url.replace("workers.git", "empty.git")},
+        "the repository is empty: it has no branch to import "
+        "(push a commit to the repository, or check REPOSITORY_URL)",
+    ),
+    Case("MAX_REVISIONS zero", lambda s: {"REPOSITORY_URL": s.url, "MAX_REVISIONS": "0"}, MAX_REVISIONS),
+    Case("MAX_REVISIONS negative", lambda s: {"REPOSITORY_URL": s.url, "MAX_REVISIONS": "-5"}, MAX_REVISIONS),
+    Case(
+        "RETRY_ATTEMPTS out of range",
+        lambda s: {"REPOSITORY_URL": s.url, "RETRY_ATTEMPTS": "0"},
+        "RETRY_ATTEMPTS: must be from 1 to 100 (set RETRY_ATTEMPTS to a whole number from 1 to 100)",
+    ),
+]
+
+
+@pytest.fixture
+def served(repo: RepoBuilder, git_root: Path, git_server: GitHTTPServer, tmp_path: Path) -> Served:
+    main = [
+        repo.commit(f"Change {i}", {"arkindex/hello.yml": worker_yaml("hello", "Hello", f"V{i}")})
+        for i in range(3)
+    ]
+    repo.git("checkout", "--quiet", "-b", "other", main[0])
+    other = repo.commit("Elsewhere", {"README.md": "# Elsewhere\n"})
+    repo.git("checkout", "--quiet", "main")
+    repo.publish(git_root / "workers.git")
+    subprocess.run(["git", "init", "--quiet", "--bare", str(git_root / "empty.git")], check=True)
+    return Served(git_server.url("workers.git"), main, other, tmp_path / "pwned")
+
+
+def error_lines(result: Result) -> list[str]:
+    return [line.split(" ERROR ", 1)[1].strip() for line in result.output.splitlines() if " ERROR " in line]
+
+
+def assert_nothing_created(ponos: Ponos) -> None:
+    assert ponos.children() == []
+    assert [r for r in ponos.emulator.requests if r["method"] != "GET"] == []
+    assert not (ponos.data / "current").exists()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_bad_input_is_one_clear_line_exit_2_and_nothing_created(
+    ponos: Ponos, served: Served, case: Case
+) -> None:
+    env = {**ponos.env, "REPOSITORY_URL": served.url, **case.env(served)}
+    for name in case.drop:
+        env.pop(name, None)
+
+    result = run_tool(["trigger"], env)
+
+    assert result.code == 2, result.output
+    assert "Traceback" not in result.output
+    assert error_lines(result) == [case.expected(served)], result.output
+    assert_nothing_created(ponos)
+    assert not served.marker.exists(), "a command smuggled into a setting ran"
+
+
+@pytest.mark.parametrize("form", ["path", "file://"])
+def test_local_repository_is_allowed_with_repository_allow_local(
+    ponos: Ponos, served: Served, git_root: Path, form: str
+) -> None:
+    bare = git_root / "workers.git"
+    url = str(bare) if form == "path" else f"file://{bare}"
+
+    result = ponos.run_trigger({"REPOSITORY_URL": url, "REPOSITORY_ALLOW_LOCAL": "1"})
+
+    assert result.code == 0, result.output
+    assert [t["slug"] for t in ponos.children()] == [f"import-{served.main[-1]}"]
+
+
+def test_every_bad_input_is_documented_with_its_message() -> None:
+    doc = DOC.read_text()
+    for case in CASES:
+        assert case.documented() in doc, f"docs/bad-inputs.md lacks the message of {case.id!r}"
