@@ -1,6 +1,6 @@
 """Bad input to the trigger (issue 5): each is refused with one clear line naming the setting and the
 fix, exit status 2, and nothing created on Arkindex. The exact lines are the ones documented in
-docs/bad-inputs.md, which a test keeps in step.
+the README, which a test keeps in step.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from git_import.sample import RepoBuilder, worker_yaml
 
 from conftest import Ponos, Result, run_tool
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "bad-inputs.md"
+DOC = Path(__file__).resolve().parent.parent / "README.md"
 OTHER_UUID = "00000000-0000-4000-8000-000000000000"
 
 # Hints shared by several messages, as the tool prints them.
@@ -56,7 +56,7 @@ class Case:
         )
 
     def documented(self) -> str:
-        """The message as docs/bad-inputs.md shows it, with `<…>` for the parts that vary."""
+        """The message as the README shows it, with `<…>` for the parts that vary."""
         return self.message.format(url="<url>", main=["<hash>"] * 3, other="<hash>")
 
 
@@ -267,4 +267,4 @@ def test_local_repository_is_allowed_with_repository_allow_local(
 def test_every_bad_input_is_documented_with_its_message() -> None:
     doc = DOC.read_text()
     for case in CASES:
-        assert case.documented() in doc, f"docs/bad-inputs.md lacks the message of {case.id!r}"
+        assert case.documented() in doc, f"the README lacks the message of {case.id!r}"
