@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from git_import import selection as sel
-from git_import.api import APIError, ArkindexAPI
+from git_import.api import APIConfigError, APIError, ArkindexAPI
 from git_import.errors import EXIT_FAILURE, EXIT_OK, ConfigError, FatalError
 from git_import.gitrepo import Commit, GitEnv, GitError, Repo, with_retries
 from git_import.plan import CREATED, EXISTING, FAILED, NEW, Plan, PlanItem, build_plan
@@ -90,15 +90,23 @@ def _resolve_ref(repo: Repo, ref: str | None) -> tuple[str | None, str | None]:
 
 
 def clone(
-    settings: Settings, git_env: GitEnv, workdir: Path, url: str, ref: str | None, paths: list[str]
+    settings: Settings,
+    git_env: GitEnv,
+    workdir: Path,
+    url: str,
+    ref: str | None,
+    paths: list[str],
+    ancestors: dict[str, set[str]] | None = None,
 ) -> tuple[Repo, Target]:
     """Fetch what selection needs, without checking out files: commits only (trees too with a path filter).
 
-    Without `before` (a new branch) only the target commit is needed: depth 1."""
+    Without `before` (a new branch) only the target commit is needed: depth 1. `ancestors` caches the
+    commits reachable from each commit listed here, for `select` to reuse."""
     need_history = settings.before is not None
     filter = "blob:none" if paths else "tree:0"
     after = settings.repository_after
     repo_path = workdir / "repo.git"
+    cache = ancestors if ancestors is not None else {}
 
     def attempt() -> tuple[Repo, Target]:
         repo = Repo.init(repo_path, url, git_env)
@@ -118,7 +126,7 @@ def clone(
         if fetched_ref:
             repo.fetch(f"+{full_ref}:{TARGET_REF}", filter=filter, depth=depth, what=f"fetching {full_ref}")
         commit = after or repo.rev_parse_commit(TARGET_REF)
-        if after is not None and after not in _ancestors(repo, TARGET_REF if fetched_ref else None):
+        if after is not None and after not in _ancestors(repo, TARGET_REF if fetched_ref else None, cache):
             if ref is None and full_ref is not None:
                 # The ref was not given: the default branch was a guess, and `after` is not on it
                 # (or cannot be told to be). Its tasks would carry a wrong branch: carry none.
@@ -141,33 +149,57 @@ def clone(
         assert commit is not None
         return repo, Target(full_ref, commit)
 
+    def cleanup() -> None:
+        cache.clear()
+        shutil.rmtree(repo_path, ignore_errors=True)
+
     return with_retries(
         attempt,
         attempts=settings.retry_attempts,
         base_delay=settings.retry_base_delay,
         what="cloning the repository",
-        cleanup=lambda: shutil.rmtree(repo_path, ignore_errors=True),
+        cleanup=cleanup,
     )
 
 
-def _ancestors(repo: Repo, rev: str | None) -> set[str]:
-    """Every commit reachable from `rev`, read from commits already fetched (never a lazy fetch)."""
+def _ancestors(repo: Repo, rev: str | None, cache: dict[str, set[str]] | None = None) -> set[str]:
+    """Every commit reachable from `rev`, read from commits already fetched (never a lazy fetch).
+
+    The listing is cached under the commit it starts from (rev-list's first line), so that a ref and
+    its commit hash share one listing of the history."""
     if rev is None:
         return set()
-    out = repo.run("rev-list", "--end-of-options", rev, what="listing commits")
-    return set(out.decode().split())
+    if cache is not None and rev in cache:
+        return cache[rev]
+    out = repo.run("rev-list", "--end-of-options", rev, what="listing commits").decode().split()
+    found = set(out)
+    if cache is not None and out:
+        cache[out[0]] = found  # keyed by hash only: a ref may move, a commit's history does not
+    return found
 
 
-def select(settings: Settings, repo: Repo, target: Target, paths: list[str]) -> tuple[sel.Selection, Commit]:
+def select(
+    settings: Settings,
+    repo: Repo,
+    target: Target,
+    paths: list[str],
+    ancestors: dict[str, set[str]] | None = None,
+) -> tuple[sel.Selection, Commit]:
     """Choose the revisions to import (CONTRACT: first-parent commits after `before`, or the target alone)."""
-    tip = repo.first_parent_log(target.commit, limit=1)[0]
+
+    def read_tip() -> Commit:
+        return repo.first_parent_log(target.commit, limit=1)[0]
+
     before = settings.before
     if before is None:
+        tip = read_tip()
         return sel.select_target(tip, sel.NEW_BRANCH), tip
     if before == target.commit:
-        return sel.Selection(mode=sel.PUSH, chosen=[]), tip
-    if before in _ancestors(repo, target.commit):
+        return sel.Selection(mode=sel.PUSH, chosen=[]), read_tip()
+    if before in _ancestors(repo, target.commit, ancestors):
         commits = repo.first_parent_log(target.commit, exclude=before, paths=paths)
+        # Without a path filter the range starts at the target: its first commit is the tip.
+        tip = commits[0] if commits and commits[0].hash == target.commit else read_tip()
         return sel.select_push(commits, settings.max_revisions), tip
     # `before` is not in the target's history: a rewritten history, or a wrong setting.
     if _reachable_from_any_branch(repo, before, settings):
@@ -176,6 +208,7 @@ def select(settings: Settings, repo: Repo, target: Target, paths: list[str]) -> 
             hint="give the commit the branch pointed to before the push, or leave REPOSITORY_BEFORE empty "
             "to import the target alone",
         )
+    tip = read_tip()
     warning = (
         f"REPOSITORY_BEFORE {before} is no longer in the repository (history rewritten by a force push?): "
         "importing the target alone"
@@ -201,38 +234,71 @@ def _reachable_from_any_branch(repo: Repo, commit: str, settings: Settings) -> b
 
 
 def _fan_out(api: ArkindexAPI, plan: Plan, bodies: dict[str, dict[str, Any]], concurrency: int) -> None:
-    """Create the planned tasks with a bounded pool over one keep-alive session, logging steady progress."""
+    """Create the planned tasks with a bounded pool over one keep-alive session, logging steady progress.
+
+    A rejected token or permission (401/403, exit 2) stops the fan-out at once: no new request is sent,
+    and the error is raised once the pool is idle (revisions not tried stay new in the plan)."""
     todo = [item for item in plan.items if item.state == NEW]
     total = len(todo)
     if not total:
         return
-    done = 0
+    done = 0  # tasks tried, whatever the outcome
+    there = 0  # tasks that now exist: created, or already there
+    failed = 0
     lock = threading.Lock()
+    stop = threading.Event()
+    config_errors: list[APIConfigError] = []
     last_report = [time.monotonic()]
 
+    def progress() -> str:
+        line = f"created {there}/{total}"
+        return f"{line} ({failed} failed)" if failed else line
+
     def create(item: PlanItem) -> None:
-        nonlocal done
+        nonlocal done, there, failed
+        if stop.is_set():
+            return
+        ok = False
         try:
             task, created = api.create_task(bodies[item.slug])
+            ok = True
             if created:
                 assert task is not None
                 item.state, item.task_id = CREATED, str(task["id"])
             else:
                 item.state = EXISTING
-                logger.info("task %s already exists (created by another run): skipped", item.slug)
+                logger.info("task %s already exists (a retry of ours, or another run): skipped", item.slug)
+        except APIConfigError as exc:
+            # The token or its rights are wrong: every other request would fail the same way.
+            stop.set()
+            item.state, item.error = FAILED, exc.message
+            with lock:
+                config_errors.append(exc)
         except (APIError, FatalError) as exc:
             item.state, item.error = FAILED, exc.message
             logger.error("could not create task %s for revision %s: %s", item.slug, item.revision.hash, exc)
         with lock:
             done += 1
+            if ok:
+                there += 1
+            else:
+                failed += 1
             now = time.monotonic()
-            if now - last_report[0] >= PROGRESS_INTERVAL and done < total:
+            if now - last_report[0] >= PROGRESS_INTERVAL and done < total and not stop.is_set():
                 last_report[0] = now
-                logger.info("created %d/%d", done, total)
+                logger.info("%s", progress())
 
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fan-out") as pool:
-        list(pool.map(create, todo))
-    logger.info("created %d/%d", done, total)
+        futures = [pool.submit(create, item) for item in todo]
+        for future in futures:
+            if stop.is_set():
+                for pending in futures:
+                    pending.cancel()
+                break
+            future.result()
+    logger.info("%s", progress())
+    if config_errors:
+        raise config_errors[0]
 
 
 def task_body(
@@ -279,31 +345,56 @@ def run_trigger(
         logger.info("the push deleted %s: nothing to import", ref or "the ref")
         return EXIT_OK
 
-    api: ArkindexAPI | None = None
-    existing: dict[str, str] = {}
     process_id = task_id = None
-    with timings.phase("process"):
-        if not dry_run:
-            process_id, task_id = settings.require_process()
-            api = ArkindexAPI(settings, pool_size=settings.fan_out_concurrency)
-            process = api.retrieve_process(process_id)
-            existing = api.existing_tasks(process)
-            logger.info("process %s holds %d task(s) in its current run", process_id, len(existing))
-        elif settings.ponos_process and settings.arkindex_api_url:
-            try:
-                dry_api = ArkindexAPI(settings)
-                existing = dry_api.existing_tasks(dry_api.retrieve_process(settings.ponos_process))
-            except FatalError as exc:
-                logger.warning(
-                    "dry run: could not read the process' tasks (%s); all revisions shown as new", exc
-                )
+    if not dry_run:
+        process_id, task_id = settings.require_process()
+
+    def read_process() -> tuple[ArkindexAPI | None, dict[str, str]]:
+        with timings.phase("process"):
+            if not dry_run:
+                api = ArkindexAPI(settings, pool_size=settings.fan_out_concurrency)
+                process = api.retrieve_process(process_id)
+                existing = api.existing_tasks(process)
+                logger.info("process %s holds %d task(s) in its current run", process_id, len(existing))
+                return api, existing
+            if settings.ponos_process and settings.arkindex_api_url:
+                try:
+                    dry_api = ArkindexAPI(settings)
+                    return None, dry_api.existing_tasks(dry_api.retrieve_process(settings.ponos_process))
+                except FatalError as exc:
+                    logger.warning(
+                        "dry run: could not read the process' tasks (%s); all revisions shown as new", exc
+                    )
+            return None, {}
 
     with git_env_for(settings) as git_env, tempfile.TemporaryDirectory(prefix="git-import-") as tmp:
-        with timings.phase("clone"):
-            logger.info("cloning %s (%s)", url, ref or "default branch")
-            repo, target = clone(settings, git_env, Path(tmp), url, ref, paths)
-        with timings.phase("select"):
-            selection, _tip = select(settings, repo, target, paths)
+
+        def clone_and_select() -> tuple[Target, sel.Selection]:
+            ancestors: dict[str, set[str]] = {}
+            with timings.phase("clone"):
+                logger.info("cloning %s (%s)", url, ref or "default branch")
+                repo, target = clone(settings, git_env, Path(tmp), url, ref, paths, ancestors)
+            with timings.phase("select"):
+                selection, _tip = select(settings, repo, target, paths, ancestors)
+            return target, selection
+
+        # The clone runs while the process is read: both wait on the network.
+        api_error: Exception | None = None
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clone") as pool:
+            git_future = pool.submit(clone_and_select)
+            try:
+                api, existing = read_process()
+            except Exception as exc:
+                api_error = exc
+            git_error = git_future.exception()
+    # A wrong setting or token is reported first; then a git failure; then any other API failure.
+    if isinstance(api_error, ConfigError):
+        raise api_error
+    if git_error is not None:
+        raise git_error
+    if api_error is not None:
+        raise api_error
+    target, selection = git_future.result()
 
     plan = build_plan(
         repository_url=url,

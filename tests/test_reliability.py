@@ -296,7 +296,7 @@ def test_api_authentication_errors_are_not_retried(
     assert ponos.children() == []
 
 
-@pytest.mark.parametrize("status", [400, 401, 403])
+@pytest.mark.parametrize("status", [400])
 def test_create_task_refusals_are_not_retried(
     ponos: Ponos, pushed: tuple[str, str, list[str]], status: int
 ) -> None:
@@ -312,6 +312,28 @@ def test_create_task_refusals_are_not_retried(
     assert slugs(ponos) == expected(commits[1:])
     plan = ponos.plan()
     assert [r["task"]["state"] for r in plan["revisions"]] == ["failed"] + ["created"] * 4
+    assert str(status) in plan["revisions"][0]["task"]["error"]
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_create_task_auth_refusal_stops_the_fan_out(
+    ponos: Ponos, pushed: tuple[str, str, list[str]], status: int
+) -> None:
+    """A rejected token or permission would fail every CreateTask: the fan-out stops at once, with one
+    error line and exit status 2; the plan is still written, the revisions not tried left new."""
+    url, base, _ = pushed
+    ponos.emulator.fail_next("CreateTask", 1, status=status)
+
+    result = ponos.run_trigger({"REPOSITORY_URL": url, "REPOSITORY_BEFORE": base, "FAN_OUT_CONCURRENCY": "1"})
+
+    assert result.code == 2, result.output
+    assert "retrying" not in result.output
+    assert ponos.emulator.stats["errors_injected"] == 1
+    (line,) = error_lines(result.output)
+    assert str(status) in line
+    assert slugs(ponos) == []
+    plan = ponos.plan()
+    assert [r["task"]["state"] for r in plan["revisions"]] == ["failed"] + ["new"] * 4
     assert str(status) in plan["revisions"][0]["task"]["error"]
 
 
