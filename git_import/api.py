@@ -11,6 +11,7 @@ A real instance that differs needs a change here only.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
@@ -114,6 +115,20 @@ class ArkindexAPI:
         self.client.session.mount("http://", adapter)
         self.client.session.mount("https://", adapter)
         self.client.session.hooks["response"].append(self._remember_response)
+        self._settle_environment(settings.arkindex_api_url or "")
+
+    def _settle_environment(self, url: str) -> None:
+        """Read proxies and CA bundle from the environment once, not on every request.
+
+        `requests` scans the whole environment for proxy settings on each request, which costs more
+        than the rest of a CreateTask call on the client side; the values cannot change during a run."""
+        session = self.client.session
+        session.proxies.update(requests.utils.get_environ_proxies(url))
+        if session.verify is True:
+            bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+            if bundle:
+                session.verify = bundle
+        session.trust_env = False
 
     # --- retries ----------------------------------------------------------------------------
     def _remember_response(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:

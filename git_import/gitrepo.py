@@ -191,6 +191,9 @@ class Repo:
 
     # --- running git ------------------------------------------------------------------------
     def _argv(self, args: Iterable[str]) -> list[str]:
+        args = list(args)
+        if args[:1] == ["clone"]:  # the repository does not exist yet
+            return ["git", *args]
         return ["git", f"--git-dir={self.path}", *args]
 
     def run(self, *args: str, what: str, input: bytes | None = None, check: bool = True) -> bytes:
@@ -275,6 +278,40 @@ class Repo:
         repo.run("init", "--quiet", "--bare", what="git init")
         repo.run("remote", "add", "origin", "--", url, what="git remote add")
         return repo
+
+    @classmethod
+    def clone(
+        cls,
+        path: Path,
+        url: str,
+        git_env: GitEnv,
+        *,
+        branch: str | None = None,
+        filter: str | None = None,
+        depth: int | None = None,
+    ) -> Repo:
+        """One `git clone --bare --single-branch`: the ref lookup and the fetch in one process, no checkout."""
+        repo = cls(path, git_env)
+        args = ["clone", "--bare", "--no-tags", "--single-branch", "--progress"]
+        if branch:
+            args.append(f"--branch={branch}")
+        if filter:
+            args.append(f"--filter={filter}")
+        if depth:
+            args.append(f"--depth={depth}")
+        repo.run_with_progress(*args, "--", url, str(path), what=f"cloning {branch or 'the default branch'}")
+        return repo
+
+    def local_refs(self) -> list[tuple[str, str]]:
+        """(ref name, commit) of every local ref, tags peeled to their commit."""
+        out = self.run(
+            "for-each-ref", "--format=%(refname) %(objectname) %(*objectname)", what="listing refs"
+        ).decode()
+        refs = []
+        for line in out.splitlines():
+            name, oid, *peeled = line.split(" ")
+            refs.append((name, peeled[0] if peeled and peeled[0] else oid))
+        return refs
 
     def ls_remote(self, *patterns: str) -> tuple[dict[str, str], str | None]:
         """Refs of the remote matching the patterns (name → hash) and what HEAD points to."""
@@ -361,7 +398,14 @@ class Repo:
         limit: int | None = None,
     ) -> list[Commit]:
         """Commits on the first-parent line from `target` (newest first), optionally limited to paths."""
-        args = ["log", "--first-parent", "-z", "--no-show-signature", "--format=%H%x1f%an%x1f%aI%x1f%s"]
+        args = [
+            "log",
+            "--first-parent",
+            "-z",
+            "--no-show-signature",
+            "--no-mailmap",
+            "--format=%H%x1f%an%x1f%aI%x1f%s",
+        ]
         if limit:
             args.append(f"--max-count={limit}")
         args += ["--end-of-options", target]

@@ -14,16 +14,18 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from git_import import selection as sel
-from git_import.api import APIConfigError, APIError, ArkindexAPI
 from git_import.errors import EXIT_FAILURE, EXIT_OK, ConfigError, FatalError
 from git_import.gitrepo import Commit, GitEnv, GitError, Repo, with_retries
 from git_import.plan import CREATED, EXISTING, FAILED, NEW, Plan, PlanItem, build_plan
 from git_import.redact import scrub
 from git_import.settings import NULL_SHA, Settings
 from git_import.urls import check_pathspecs, check_ref, check_repository_url
+
+if TYPE_CHECKING:  # the API layer (requests, arkindex-client) is imported while the clone runs
+    from git_import.api import APIConfigError, ArkindexAPI
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +91,33 @@ def _resolve_ref(repo: Repo, ref: str | None) -> tuple[str | None, str | None]:
     return None, None
 
 
+def _clone_branch(ref: str | None) -> str | bool | None:
+    """The `git clone --branch` value for a ref (None: the default branch), or False when only a
+    fetch of the full ref can name it exactly (a full tag ref, or another namespace)."""
+    if ref is None:
+        return None
+    if ref.startswith("refs/heads/"):
+        return ref[len("refs/heads/") :]
+    if ref.startswith("refs/") or ref == "HEAD":
+        return False
+    return ref
+
+
+def _missing_ref(ref: str | None, after: str | None) -> None:
+    """The ref is not on the server: fine when a pushed commit is given, else a setting error."""
+    if after is not None:
+        return
+    if ref is None:
+        raise ConfigError(
+            "the repository is empty: it has no branch to import",
+            hint="push a commit to the repository, or check REPOSITORY_URL",
+        )
+    raise ConfigError(
+        f"REPOSITORY_REF {ref!r} does not exist in the repository",
+        hint="give an existing branch or tag, or leave REPOSITORY_REF empty for the default branch",
+    )
+
+
 def clone(
     settings: Settings,
     git_env: GitEnv,
@@ -103,30 +132,47 @@ def clone(
     Without `before` (a new branch) only the target commit is needed: depth 1. `ancestors` caches the
     commits reachable from each commit listed here, for `select` to reuse."""
     need_history = settings.before is not None
-    filter = "blob:none" if paths else "tree:0"
+    # Commits only, even with a path filter: `select` fetches the trees of the pushed range alone.
+    filter = "tree:0"
     after = settings.repository_after
     repo_path = workdir / "repo.git"
     cache = ancestors if ancestors is not None else {}
 
-    def attempt() -> tuple[Repo, Target]:
+    def start() -> tuple[Repo, str | None, str | None, str | None]:
+        """Clone or fetch the ref: (repo, full ref, its commit, the local ref holding its history)."""
+        depth = None if need_history else 1
+        branch = _clone_branch(ref)
+        if branch is not False:
+            # The common case (default branch, a branch, a short tag name): one git process.
+            try:
+                repo = Repo.clone(repo_path, url, git_env, branch=branch, filter=filter, depth=depth)
+            except GitError as exc:
+                if exc.transient or "not found in upstream" not in exc.message:
+                    raise
+                _missing_ref(ref, after)
+                shutil.rmtree(repo_path, ignore_errors=True)
+                return Repo.init(repo_path, url, git_env), None, None, None
+            refs = repo.local_refs()
+            if not refs:
+                _missing_ref(ref, after)
+                return repo, None, None, None
+            full_ref, tip = refs[0]
+            return repo, full_ref, tip, full_ref
         repo = Repo.init(repo_path, url, git_env)
         full_ref, tip = _resolve_ref(repo, ref)
-        if full_ref is None and after is None:
-            if ref is None:
-                raise ConfigError(
-                    "the repository is empty: it has no branch to import",
-                    hint="push a commit to the repository, or check REPOSITORY_URL",
-                )
-            raise ConfigError(
-                f"REPOSITORY_REF {ref!r} does not exist in the repository",
-                hint="give an existing branch or tag, or leave REPOSITORY_REF empty for the default branch",
-            )
-        depth = None if need_history else 1
-        fetched_ref = full_ref is not None and (after is None or tip == after or need_history)
-        if fetched_ref:
+        if full_ref is None:
+            _missing_ref(ref, after)
+            return repo, None, None, None
+        if after is None or tip == after or need_history:
             repo.fetch(f"+{full_ref}:{TARGET_REF}", filter=filter, depth=depth, what=f"fetching {full_ref}")
-        commit = after or repo.rev_parse_commit(TARGET_REF)
-        if after is not None and after not in _ancestors(repo, TARGET_REF if fetched_ref else None, cache):
+            return repo, full_ref, repo.rev_parse_commit(TARGET_REF), TARGET_REF
+        return repo, full_ref, None, None
+
+    def attempt() -> tuple[Repo, Target]:
+        repo, full_ref, tip, local_ref = start()
+        depth = None if need_history else 1
+        commit = after or tip
+        if after is not None and after not in _ancestors(repo, local_ref, cache):
             if ref is None and full_ref is not None:
                 # The ref was not given: the default branch was a guess, and `after` is not on it
                 # (or cannot be told to be). Its tasks would carry a wrong branch: carry none.
@@ -197,6 +243,8 @@ def select(
     if before == target.commit:
         return sel.Selection(mode=sel.PUSH, chosen=[]), read_tip()
     if before in _ancestors(repo, target.commit, ancestors):
+        if paths:
+            _fetch_range_trees(repo, target.commit, before)
         commits = repo.first_parent_log(target.commit, exclude=before, paths=paths)
         # Without a path filter the range starts at the target: its first commit is the tip.
         tip = commits[0] if commits and commits[0].hash == target.commit else read_tip()
@@ -215,6 +263,33 @@ def select(
     )
     logger.warning(warning)
     return sel.select_target(tip, sel.REWRITTEN, warning), tip
+
+
+def _fetch_range_trees(repo: Repo, target: str, before: str) -> None:
+    """Fetch the trees (no blobs) of the pushed commits and of `before`, in one request.
+
+    A path filter compares each commit's tree with its first parent's; the history was cloned
+    without trees, and a whole-history `blob:none` clone would fetch every tree ever written."""
+    # --boundary adds `before` itself; --no-mailmap, since reading .mailmap would fetch a whole tree.
+    out = repo.run(
+        "log",
+        "--first-parent",
+        "--no-mailmap",
+        "--boundary",
+        "--format=%T",
+        "--end-of-options",
+        target,
+        f"^{before}",
+        what="listing trees",
+    )
+    trees = out.decode().split()
+    try:
+        repo.fetch_objects(list(dict.fromkeys(trees)), what="fetching the trees of the pushed commits")
+    except GitError as exc:
+        # Still correct without it: git fetches each missing tree on demand, only slower.
+        logger.warning(
+            "could not fetch the pushed commits' trees at once (%s); fetching them one by one", exc.message
+        )
 
 
 def _reachable_from_any_branch(repo: Repo, commit: str, settings: Settings) -> bool:
@@ -238,6 +313,8 @@ def _fan_out(api: ArkindexAPI, plan: Plan, bodies: dict[str, dict[str, Any]], co
 
     A rejected token or permission (401/403, exit 2) stops the fan-out at once: no new request is sent,
     and the error is raised once the pool is idle (revisions not tried stay new in the plan)."""
+    from git_import.api import APIConfigError
+
     todo = [item for item in plan.items if item.state == NEW]
     total = len(todo)
     if not total:
@@ -274,7 +351,7 @@ def _fan_out(api: ArkindexAPI, plan: Plan, bodies: dict[str, dict[str, Any]], co
             item.state, item.error = FAILED, exc.message
             with lock:
                 config_errors.append(exc)
-        except (APIError, FatalError) as exc:
+        except FatalError as exc:
             item.state, item.error = FAILED, exc.message
             logger.error("could not create task %s for revision %s: %s", item.slug, item.revision.hash, exc)
         with lock:
@@ -350,6 +427,8 @@ def run_trigger(
         process_id, task_id = settings.require_process()
 
     def read_process() -> tuple[ArkindexAPI | None, dict[str, str]]:
+        from git_import.api import ArkindexAPI
+
         with timings.phase("process"):
             if not dry_run:
                 api = ArkindexAPI(settings, pool_size=settings.fan_out_concurrency)
