@@ -428,7 +428,7 @@ class Repo:
         args = ["ls-tree", "-z", "--full-tree"]
         if recursive:
             args.append("-r")
-        args += ["--end-of-options", commit, "--", *paths]
+        args += ["--end-of-options", commit, *paths]
         out = self.run(*args, what="listing files")
         entries = []
         for record in out.split(b"\0"):
