@@ -251,21 +251,21 @@ class Repo:
         started = time.monotonic()
         last_report = started
         while True:
-            try:
-                proc.wait(timeout=0.5)
+            # The reader ends when git closes its stderr, that is when it exits: joining it returns at
+            # once then, where Popen.wait(timeout) would poll with sleeps of up to 50 ms.
+            reader.join(timeout=0.5)
+            if not reader.is_alive():
+                proc.wait()
                 break
-            except subprocess.TimeoutExpired:
-                now = time.monotonic()
-                if now - started > self.git_env.timeout:
-                    proc.kill()
-                    proc.wait()
-                    reader.join(5)
-                    raise GitError(
-                        f"{what} took more than {self.git_env.timeout} s", transient=True
-                    ) from None
-                if now - last_report >= PROGRESS_INTERVAL and latest[0]:
-                    logger.info("%s: %s", what, scrub(latest[0]))
-                    last_report = now
+            now = time.monotonic()
+            if now - started > self.git_env.timeout:
+                proc.kill()
+                proc.wait()
+                reader.join(5)
+                raise GitError(f"{what} took more than {self.git_env.timeout} s", transient=True) from None
+            if now - last_report >= PROGRESS_INTERVAL and latest[0]:
+                logger.info("%s: %s", what, scrub(latest[0]))
+                last_report = now
         reader.join(5)
         if proc.returncode != 0:
             raise _describe_failure(what, "\n".join(tail))
