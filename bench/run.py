@@ -51,23 +51,12 @@ sys.path.insert(0, str(ROOT))
 from generate import WORKER_PATH, RepoSpec, ensure_repo, repo_size, rev_parse  # noqa: E402
 
 from git_import.gitserver import GitHTTPServer  # noqa: E402
+from git_import.settings import SETTING_PREFIXES  # noqa: E402
 
 CACHE = BENCH / ".cache"
 RESULTS = BENCH / "results"
 PAGE = os.sysconf("SC_PAGE_SIZE")
 IMPORT_IMAGE = "registry.example.com/arkindex-git-import:bench"
-TOOL_PREFIXES = (
-    "PONOS_",
-    "ARKINDEX_",
-    "REPOSITORY_",
-    "GIT_",
-    "IMPORT_",
-    "WORKER_",
-    "MAX_",
-    "FAN_",
-    "RETRY_",
-    "LOG_",
-)
 GIT_CLEAN_ENV = {"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull, "GIT_TERMINAL_PROMPT": "0"}
 
 
@@ -77,7 +66,7 @@ def log(message: str) -> None:
 
 def base_env() -> dict[str, str]:
     """This process' environment without any setting the tool reads (as tests/conftest.py does)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(TOOL_PREFIXES)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(SETTING_PREFIXES)}
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

@@ -37,6 +37,31 @@ _FIXES: dict[str, str] = {
 }
 
 
+# Prefixes of every environment variable the tool reads (tests and the benchmark clear them).
+SETTING_PREFIXES = (
+    "PONOS_",
+    "ARKINDEX_",
+    "REPOSITORY_",
+    "GIT_",
+    "IMPORT_",
+    "WORKER_",
+    "MAX_",
+    "FAN_",
+    "RETRY_",
+    "LOG_",
+)
+
+# field → (lowest, highest or None, unit in the message) of the numeric settings
+_BOUNDS: dict[str, tuple[float, float | None, str]] = {
+    "max_revisions": (1, None, ""),
+    "fan_out_concurrency": (1, 32, ""),
+    "retry_attempts": (1, 100, ""),
+    "retry_base_delay": (0, 30, " seconds"),
+    "git_stall_timeout": (1, None, " second"),
+    "git_timeout": (1, None, " second"),
+}
+
+
 class Settings(BaseSettings):
     """Every environment variable the tool reads."""
 
@@ -201,39 +226,14 @@ class Settings(BaseSettings):
                 raise ValueError("not a full 40-character commit hash")
         return value
 
-    @field_validator("max_revisions")
+    @field_validator(*_BOUNDS)
     @classmethod
-    def _positive(cls, value: int) -> int:
-        if value < 1:
-            raise ValueError("must be at least 1")
-        return value
-
-    @field_validator("fan_out_concurrency")
-    @classmethod
-    def _concurrency(cls, value: int) -> int:
-        if not 1 <= value <= 32:
-            raise ValueError("must be from 1 to 32")
-        return value
-
-    @field_validator("retry_attempts")
-    @classmethod
-    def _attempts(cls, value: int) -> int:
-        if not 1 <= value <= 100:
-            raise ValueError("must be from 1 to 100")
-        return value
-
-    @field_validator("retry_base_delay")
-    @classmethod
-    def _base_delay(cls, value: float) -> float:
-        if not 0 <= value <= 30:
-            raise ValueError("must be from 0 to 30 seconds")
-        return value
-
-    @field_validator("git_stall_timeout", "git_timeout")
-    @classmethod
-    def _timeout(cls, value: int) -> int:
-        if value < 1:
-            raise ValueError("must be at least 1 second")
+    def _within_bounds(cls, value: float, info: Any) -> float:
+        low, high, unit = _BOUNDS[info.field_name]
+        if high is None and value < low:
+            raise ValueError(f"must be at least {low}{unit}")
+        if high is not None and not low <= value <= high:
+            raise ValueError(f"must be from {low} to {high}{unit}")
         return value
 
     # --- Derived values ----------------------------------------------------------------------

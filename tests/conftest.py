@@ -16,6 +16,7 @@ import pytest
 from git_import.emulator import Emulator
 from git_import.gitserver import GitHTTPServer
 from git_import.sample import RepoBuilder
+from git_import.settings import SETTING_PREFIXES
 
 REPO_TOKEN = "glpat-S3CRET-repo-token-4242"  # distinctive, so leaks are easy to find
 
@@ -33,19 +34,7 @@ class Result:
 
 def clean_env() -> dict[str, str]:
     """The test process' environment without any setting the tool reads."""
-    prefixes = (
-        "PONOS_",
-        "ARKINDEX_",
-        "REPOSITORY_",
-        "GIT_",
-        "IMPORT_",
-        "WORKER_",
-        "MAX_",
-        "FAN_",
-        "RETRY_",
-        "LOG_",
-    )
-    return {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+    return {k: v for k, v in os.environ.items() if not k.startswith(SETTING_PREFIXES)}
 
 
 def run_tool(args: list[str], env: dict[str, str], timeout: float = 120) -> Result:

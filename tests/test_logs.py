@@ -21,24 +21,12 @@ import pytest
 from git_import import gitrepo, trigger
 from git_import.gitserver import GitHTTPServer
 from git_import.sample import RepoBuilder, worker_yaml
-from git_import.settings import load_settings
+from git_import.settings import SETTING_PREFIXES, load_settings
 
 from conftest import Ponos, Result, run_tool
 
 LEVELS = {"debug", "info", "warning", "error", "critical"}
 PHASES = ("process", "clone", "select", "fan-out", "total")
-SETTING_PREFIXES = (
-    "PONOS_",
-    "ARKINDEX_",
-    "REPOSITORY_",
-    "GIT_",
-    "IMPORT_",
-    "WORKER_",
-    "MAX_",
-    "FAN_",
-    "RETRY_",
-    "LOG_",
-)
 
 
 @pytest.fixture
