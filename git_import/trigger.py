@@ -94,11 +94,11 @@ def _resolve_ref(repo: Repo, ref: str | None) -> tuple[str | None, str | None]:
 def _clone_branch(ref: str | None) -> str | bool | None:
     """The `git clone --branch` value for a ref (None: the default branch), or False when only a
     fetch of the full ref can name it exactly (a full tag ref, or another namespace)."""
-    if ref is None:
+    if ref is None or ref == "HEAD":
         return None
     if ref.startswith("refs/heads/"):
         return ref[len("refs/heads/") :]
-    if ref.startswith("refs/") or ref == "HEAD":
+    if ref.startswith("refs/"):
         return False
     return ref
 

@@ -629,3 +629,18 @@ def test_malformed_setting_is_one_clear_line(
     result = ponos.run_trigger(env)
     assert_config_error(result, *words)
     assert_nothing_created(ponos)
+
+
+def test_ref_head_means_the_default_branch(
+    ponos: Ponos, repo: RepoBuilder, served: Callable[[], str]
+) -> None:
+    """REPOSITORY_REF=HEAD is resolved to the branch it names: versions must not get a branch 'HEAD'."""
+    repo.commit("Initial commit", {"README.md": "# Workers\n"})
+    tip = repo.commit("Add a worker", {"arkindex/hello.yml": worker_yaml("hello", "Hello")})
+    url = served()
+
+    result = ponos.run_trigger({"REPOSITORY_URL": url, "REPOSITORY_REF": "HEAD"})
+    assert result.code == 0, result.output
+    (child,) = ponos.children()
+    assert child["slug"] == f"import-{tip}"
+    assert child["env"]["REPOSITORY_REF"] == "refs/heads/main"
