@@ -229,7 +229,9 @@ def run_revision(settings: Settings) -> int:
         len(report["errors"]),
         timings,
     )
-    if report["errors"]:
+    if any(error.get("slug") for error in report["errors"]):
+        logger.error("Arkindex refused some workers (above): retry the task once the cause is fixed")
+    elif report["errors"]:
         logger.error(
             "fix the files named above and push again; valid workers of this revision were registered"
         )
