@@ -62,6 +62,15 @@ BACKEND_CONFIG: tuple[tuple[str, str], ...] = (
     ("http.receivepack", "true"),
 )
 
+#: An older host's configuration: no filters, no unadvertised objects.
+STRICT_BACKEND_CONFIG: tuple[tuple[str, str], ...] = (
+    ("uploadpack.allowFilter", "false"),
+    ("uploadpack.allowAnySHA1InWant", "false"),
+    ("uploadpack.allowReachableSHA1InWant", "false"),
+    ("uploadpack.allowTipSHA1InWant", "false"),
+    ("http.receivepack", "true"),
+)
+
 _IO_CHUNK = 64 * 1024
 _STDERR_KEEP = 16 * 1024
 # Environment variables of the parent process never passed to the backend: they would change what
@@ -321,7 +330,7 @@ class _Handler(BaseHTTPRequestHandler):
             env["REMOTE_USER"] = user
         if content_type := self.headers.get("Content-Type"):
             env["CONTENT_TYPE"] = content_type
-        if git_protocol := self.headers.get("Git-Protocol"):
+        if (git_protocol := self.headers.get("Git-Protocol")) and not self.server.git.strict:
             env["GIT_PROTOCOL"] = git_protocol
             env["HTTP_GIT_PROTOCOL"] = git_protocol
         if encoding := self.headers.get("Content-Encoding"):
@@ -528,8 +537,12 @@ class GitHTTPServer:
         faults: GitFaults | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        strict: bool = False,
     ) -> None:
+        """`strict=True` serves like an older host: protocol v0 only, no partial clone, and no fetching
+        of objects by id unless a ref advertises them."""
         self.root = Path(root).resolve()
+        self.strict = strict
         self.username = username
         self.token = token
         self.faults = faults if faults is not None else GitFaults()
@@ -631,8 +644,9 @@ class GitHTTPServer:
         }
         env["GIT_PROJECT_ROOT"] = str(self.root)
         env["GIT_HTTP_EXPORT_ALL"] = "1"
-        env["GIT_CONFIG_COUNT"] = str(len(BACKEND_CONFIG))
-        for index, (key, value) in enumerate(BACKEND_CONFIG):
+        config = STRICT_BACKEND_CONFIG if self.strict else BACKEND_CONFIG
+        env["GIT_CONFIG_COUNT"] = str(len(config))
+        for index, (key, value) in enumerate(config):
             env[f"GIT_CONFIG_KEY_{index}"] = key
             env[f"GIT_CONFIG_VALUE_{index}"] = value
         return env

@@ -43,14 +43,25 @@ def fetch_revision(settings: Settings, git_env: GitEnv, workdir: Path, url: str,
         repo = Repo.init(path, url, git_env)
         try:
             repo.fetch(commit, filter="blob:none", depth=1, what=f"fetching revision {commit}")
+            return repo
         except GitError as exc:
             if exc.transient or isinstance(exc, ConfigError):
                 raise
-            raise ConfigError(
-                f"revision {commit} could not be fetched from the repository ({exc.message})",
-                hint="check REPOSITORY_REVISION: the commit may have been removed by a force push",
-            ) from None
-        return repo
+            error = exc
+        # A host that serves only what its refs advertise (protocol v0, no fetch by id): fetch the
+        # ref's history instead, trees but no blobs where the host allows a filter.
+        ref = settings.repository_ref
+        if ref and ref != "HEAD":
+            logger.info(
+                "revision %s: the host refused to send it by id; fetching %s instead", commit[:10], ref
+            )
+            repo.fetch(f"+{ref}:refs/import/ref", filter="blob:none", what=f"fetching {ref}")
+            if repo.rev_parse_commit(commit) and repo.is_ancestor(commit, "refs/import/ref"):
+                return repo
+        raise ConfigError(
+            f"revision {commit} could not be fetched from the repository ({error.message})",
+            hint="check REPOSITORY_REVISION: the commit may have been removed by a force push",
+        )
 
     return with_retries(
         attempt,

@@ -402,3 +402,26 @@ def test_revision_missing_from_the_server(emulator, tmp_path, repo, git_root, gi
     assert any(gone in line and "REPOSITORY_REVISION" in line for line in result.output.splitlines())
     assert operations(emulator, "CreateWorker") == []
     assert report_of(ponos, task)["errors"]
+
+
+def test_host_without_fetch_by_id_or_partial_clone(emulator, tmp_path, repo, git_root):
+    """An older host (protocol v0, no filters, only advertised objects): the same workers and versions."""
+    commits = [
+        repo.commit("Add hello", {"arkindex/hello.yml": worker_yaml("hello", "Hello")}),
+        repo.commit("Add goodbye", {"arkindex/goodbye.yml": worker_yaml("goodbye", "Goodbye")}),
+    ]
+    repo.publish(git_root / "workers.git")
+    with GitHTTPServer(git_root, strict=True) as strict:
+        ponos = process_for(emulator, tmp_path, strict.url("workers.git"))
+        runs = trigger_and_run(ponos, before=None)
+        ((_task, result),) = runs
+        assert result.code == 0, result.output  # the tip is advertised: fetched by id
+        # An older commit is not advertised: it comes through its ref's history instead.
+        older = ponos.run_child(revision_task(ponos, commits[0]))
+        assert older.code == 0, older.output
+        assert "refused to send it by id" in older.output
+    workers, versions = state(emulator)
+    assert sorted(w["slug"] for w in workers) == ["goodbye", "hello"]
+    assert sorted(v["revision_url"].rsplit("/", 1)[-1] for v in versions) == sorted(
+        [commits[0], commits[1], commits[1]]
+    )
