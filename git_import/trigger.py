@@ -520,11 +520,21 @@ def run_trigger(
     try:
         with timings.phase("fan-out"):
             _fan_out(api, plan, bodies, settings.fan_out_concurrency)
-            missing_ids = [item for item in plan.items if item.state == EXISTING and not item.task_id]
-            if missing_ids:
+            # Ask the process itself about what is uncertain: tasks known to exist without their ID,
+            # and failed ones, which may exist all the same (an answer lost with its connection, or a
+            # duplicate-slug refusal in a form we do not recognise).
+            unsure = [
+                item
+                for item in plan.items
+                if item.state == FAILED or (item.state == EXISTING and not item.task_id)
+            ]
+            if unsure:
                 known = api.existing_tasks(api.retrieve_process(process_id))
-                for item in missing_ids:
-                    item.task_id = known.get(item.slug)
+                for item in unsure:
+                    if item.slug in known:
+                        if item.state == FAILED:
+                            logger.info("task %s exists after all: counted as already there", item.slug)
+                        item.state, item.task_id, item.error = EXISTING, known[item.slug], None
     finally:
         path = write_plan(settings, plan)
     logger.info("plan written to %s", path)

@@ -405,11 +405,14 @@ def test_two_triggers_racing_on_one_process_create_no_duplicate(
         assert plan["summary"]["failed"] == 0
 
 
+@pytest.mark.parametrize("shape", ["field", "non_field"])
 def test_duplicate_slug_answer_counts_as_already_there(
-    ponos: Ponos, pushed: tuple[str, str, list[str]]
+    ponos: Ponos, pushed: tuple[str, str, list[str]], shape: str
 ) -> None:
+    """A slug that another trigger created first: "already there", whether the server's 400 names the
+    `slug` field (as assumed) or not (Django's unique-together form): the process is asked then."""
     url, base, commits = pushed
-    ponos.emulator.faults = Faults(duplicate_race_rate=0.5, seed=3)
+    ponos.emulator.faults = Faults(duplicate_race_rate=0.5, seed=3, duplicate_error=shape)
 
     result = ponos.run_trigger({"REPOSITORY_URL": url, "REPOSITORY_BEFORE": base})
 

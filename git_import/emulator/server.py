@@ -97,6 +97,9 @@ class Faults:
     drop_after_rate: float = 0.0  # fraction of write requests committed, then closed with no response
     duplicate_race_rate: float = 0.0  # CreateTask: another trigger creates the same slug just before
     create_task_delay: float = 0.0  # seconds added to each CreateTask, as a database would
+    # How a duplicate slug is answered: "field" ({"slug": [...]}, our assumption) or "non_field"
+    # (Django REST framework's unique-together form, which names no field), as another server may.
+    duplicate_error: str = "field"
     operations: frozenset | None = None  # operationIds that error/drop/race faults apply to; None: all
     seed: int | None = None
 
@@ -808,7 +811,10 @@ class Emulator:
                 raise ApiError(400, v.errors)
             assert process is not None and slug is not None and image is not None
             run = parents[0]["run"]
-            duplicate = {"slug": [f"A task with the slug '{slug}' already exists in this process run."]}
+            if self.faults.duplicate_error == "non_field":
+                duplicate = {"non_field_errors": ["The fields process_id, run, slug must make a unique set."]}
+            else:
+                duplicate = {"slug": [f"A task with the slug '{slug}' already exists in this process run."]}
             if self._slug_taken(process["id"], run, slug):
                 raise ApiError(400, duplicate)
             kwargs = {
