@@ -225,10 +225,13 @@ class ArkindexAPI:
                 ) from None
             raise self._error(RETRIEVE_PROCESS, what, exc) from None
 
-    def existing_tasks(self, process: dict[str, Any]) -> dict[str, str]:
-        """Slug → task ID of the tasks of the process' latest run."""
+    def existing_tasks(self, process: dict[str, Any], task_id: Any = None) -> dict[str, str]:
+        """Slug → task ID of the tasks in the run of `task_id` (the running task), else the latest run.
+
+        [assumed] Slugs are unique within a process run, so only that run's tasks can collide."""
         tasks = process.get("tasks") or []
-        run = max((task.get("run", 0) for task in tasks), default=0)
+        runs = [task.get("run", 0) for task in tasks if str(task.get("id")) == str(task_id)]
+        run = runs[0] if runs else max((task.get("run", 0) for task in tasks), default=0)
         return {task["slug"]: str(task["id"]) for task in tasks if task.get("run", 0) == run}
 
     def create_task(self, body: dict[str, Any]) -> tuple[dict[str, Any] | None, bool]:

@@ -433,13 +433,15 @@ def run_trigger(
             if not dry_run:
                 api = ArkindexAPI(settings, pool_size=settings.fan_out_concurrency)
                 process = api.retrieve_process(process_id)
-                existing = api.existing_tasks(process)
+                existing = api.existing_tasks(process, task_id)
                 logger.info("process %s holds %d task(s) in its current run", process_id, len(existing))
                 return api, existing
             if settings.ponos_process and settings.arkindex_api_url:
                 try:
                     dry_api = ArkindexAPI(settings)
-                    return None, dry_api.existing_tasks(dry_api.retrieve_process(settings.ponos_process))
+                    return None, dry_api.existing_tasks(
+                        dry_api.retrieve_process(settings.ponos_process), settings.ponos_task
+                    )
                 except FatalError as exc:
                     logger.warning(
                         "dry run: could not read the process' tasks (%s); all revisions shown as new", exc
@@ -529,7 +531,7 @@ def run_trigger(
                 if item.state == FAILED or (item.state == EXISTING and not item.task_id)
             ]
             if unsure:
-                known = api.existing_tasks(api.retrieve_process(process_id))
+                known = api.existing_tasks(api.retrieve_process(process_id), task_id)
                 for item in unsure:
                     if item.slug in known:
                         if item.state == FAILED:

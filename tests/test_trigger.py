@@ -196,6 +196,24 @@ def test_rerun_creates_nothing(ponos: Ponos, repo: RepoBuilder, served: Callable
     assert "already" in again.output
 
 
+def test_process_retried_in_a_new_run_gets_its_own_tasks(
+    ponos: Ponos, repo: RepoBuilder, served: Callable[[], str]
+) -> None:
+    """Slugs are unique within a run: a trigger of a new run creates that run's tasks, under itself."""
+    base = repo.commit("Initial commit", {"README.md": "# Workers\n"})
+    history(repo, 2)
+    env = {"REPOSITORY_URL": served(), "REPOSITORY_BEFORE": base}
+    assert ponos.run_trigger(env).code == 0
+    retry = ponos.emulator.create_task(ponos.process["id"], slug="import", run=1)
+
+    result = ponos.run_trigger({**env, "PONOS_TASK": retry["id"], "ARKINDEX_TASK_TOKEN": retry["token"]})
+    assert result.code == 0, result.output
+    new = [t for t in ponos.emulator.tasks(ponos.process["id"]) if t["run"] == 1 and t["id"] != retry["id"]]
+    assert len(new) == 2
+    assert all(t["parents"] == [retry["id"]] for t in new)
+    assert [r["task"]["state"] for r in ponos.plan()["revisions"]] == ["created", "created"]
+
+
 def test_retried_process_creates_only_what_is_missing(
     ponos: Ponos, repo: RepoBuilder, served: Callable[[], str]
 ) -> None:
