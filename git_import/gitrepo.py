@@ -368,16 +368,6 @@ class Repo:
         value = out.decode().strip()
         return value or None
 
-    def has_commit(self, commit: str) -> bool:
-        # cat-file -e would lazily fetch a missing object from the promisor remote: forbid that here.
-        proc = subprocess.run(
-            self._argv(["cat-file", "-e", f"{commit}^{{commit}}"]),
-            capture_output=True,
-            env={**self.git_env.env, "GIT_NO_LAZY_FETCH": "1"},
-            check=False,
-        )
-        return proc.returncode == 0
-
     def is_ancestor(self, ancestor: str, descendant: str) -> bool:
         proc = subprocess.run(
             self._argv(["merge-base", "--is-ancestor", ancestor, descendant]),

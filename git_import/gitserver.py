@@ -276,16 +276,20 @@ class _Handler(BaseHTTPRequestHandler):
         git._stop_event.wait(max(0.0, float(git.faults.stall_seconds)))
         self._abort_connection()
 
+    def _read_exactly(self, length: int, truncated: str) -> Iterator[bytes]:
+        """`length` bytes of the request body, in pieces of at most _IO_CHUNK."""
+        remaining = length
+        while remaining > 0:
+            data = self.rfile.read1(min(_IO_CHUNK, remaining))  # type: ignore[attr-defined]
+            if not data:
+                raise _ClientGone(truncated)
+            remaining -= len(data)
+            yield data
+
     def _iter_request_body(self, chunked: bool, length: int) -> Iterator[bytes]:
         rfile = self.rfile
         if not chunked:
-            remaining = length
-            while remaining > 0:
-                data = rfile.read1(min(_IO_CHUNK, remaining))  # type: ignore[attr-defined]
-                if not data:
-                    raise _ClientGone("request body truncated")
-                remaining -= len(data)
-                yield data
+            yield from self._read_exactly(length, "request body truncated")
             return
         while True:
             line = rfile.readline(1024)
@@ -302,13 +306,7 @@ class _Handler(BaseHTTPRequestHandler):
                         raise _ClientGone("bad chunk trailer")
                     if trailer in (b"\r\n", b"\n"):
                         return
-            remaining = size
-            while remaining > 0:
-                data = rfile.read1(min(_IO_CHUNK, remaining))  # type: ignore[attr-defined]
-                if not data:
-                    raise _ClientGone("chunk truncated")
-                remaining -= len(data)
-                yield data
+            yield from self._read_exactly(size, "chunk truncated")
             if rfile.readline(3) not in (b"\r\n", b"\n"):
                 raise _ClientGone("missing chunk terminator")
 

@@ -20,7 +20,6 @@ from git_import import selection as sel
 from git_import.errors import EXIT_FAILURE, EXIT_OK, ConfigError, FatalError
 from git_import.gitrepo import Commit, GitEnv, GitError, Repo, with_retries
 from git_import.plan import CREATED, EXISTING, FAILED, NEW, Plan, PlanItem, build_plan
-from git_import.redact import scrub
 from git_import.settings import NULL_SHA, Settings
 from git_import.urls import check_pathspecs, check_ref, check_repository_url
 
@@ -71,24 +70,10 @@ def git_env_for(settings: Settings) -> GitEnv:
     )
 
 
-def _resolve_ref(repo: Repo, ref: str | None) -> tuple[str | None, str | None]:
-    """(full ref, its commit or tag object) on the remote; (None, None) when the ref does not exist."""
-    if ref is None:
-        refs, head = repo.ls_remote("HEAD")
-        if not refs:
-            return None, None
-        if head:
-            return head, refs.get("HEAD")
-        return "HEAD", refs.get("HEAD")
-    if ref.startswith("refs/") or ref == "HEAD":
-        candidates = [ref]
-    else:
-        candidates = [f"refs/heads/{ref}", f"refs/tags/{ref}"]
-    refs, _ = repo.ls_remote(*candidates)
-    for candidate in candidates:
-        if candidate in refs:
-            return candidate, refs[candidate]
-    return None, None
+def _resolve_ref(repo: Repo, ref: str) -> tuple[str | None, str | None]:
+    """(full ref, its commit or tag object) on the remote for a full ref; (None, None) when it does not exist."""
+    refs, _ = repo.ls_remote(ref)
+    return (ref, refs[ref]) if ref in refs else (None, None)
 
 
 def _clone_branch(ref: str | None) -> str | bool | None:
@@ -158,6 +143,7 @@ def clone(
                 return repo, None, None, None
             full_ref, tip = refs[0]
             return repo, full_ref, tip, full_ref
+        assert ref is not None
         repo = Repo.init(repo_path, url, git_env)
         full_ref, tip = _resolve_ref(repo, ref)
         if full_ref is None:
@@ -230,7 +216,7 @@ def select(
     target: Target,
     paths: list[str],
     ancestors: dict[str, set[str]] | None = None,
-) -> tuple[sel.Selection, Commit]:
+) -> sel.Selection:
     """Choose the revisions to import (CONTRACT: first-parent commits after `before`, or the target alone)."""
 
     def read_tip() -> Commit:
@@ -238,17 +224,14 @@ def select(
 
     before = settings.before
     if before is None:
-        tip = read_tip()
-        return sel.select_target(tip, sel.NEW_BRANCH), tip
+        return sel.select_target(read_tip(), sel.NEW_BRANCH)
     if before == target.commit:
-        return sel.Selection(mode=sel.PUSH, chosen=[]), read_tip()
+        return sel.Selection(mode=sel.PUSH, chosen=[])
     if before in _ancestors(repo, target.commit, ancestors):
         if paths:
             _fetch_range_trees(repo, target.commit, before)
         commits = repo.first_parent_log(target.commit, exclude=before, paths=paths)
-        # Without a path filter the range starts at the target: its first commit is the tip.
-        tip = commits[0] if commits and commits[0].hash == target.commit else read_tip()
-        return sel.select_push(commits, settings.max_revisions), tip
+        return sel.select_push(commits, settings.max_revisions)
     # `before` is not in the target's history: a rewritten history, or a wrong setting.
     if _reachable_from_any_branch(repo, before, settings):
         raise ConfigError(
@@ -256,13 +239,12 @@ def select(
             hint="give the commit the branch pointed to before the push, or leave REPOSITORY_BEFORE empty "
             "to import the target alone",
         )
-    tip = read_tip()
     warning = (
         f"REPOSITORY_BEFORE {before} is no longer in the repository (history rewritten by a force push?): "
         "importing the target alone"
     )
     logger.warning(warning)
-    return sel.select_target(tip, sel.REWRITTEN, warning), tip
+    return sel.select_target(read_tip(), sel.REWRITTEN, warning)
 
 
 def _fetch_range_trees(repo: Repo, target: str, before: str) -> None:
@@ -456,7 +438,7 @@ def run_trigger(
                 logger.info("cloning %s (%s)", url, ref or "default branch")
                 repo, target = clone(settings, git_env, Path(tmp), url, ref, paths, ancestors)
             with timings.phase("select"):
-                selection, _tip = select(settings, repo, target, paths, ancestors)
+                selection = select(settings, repo, target, paths, ancestors)
             return target, selection
 
         # The clone runs while the process is read: both wait on the network.
@@ -560,7 +542,3 @@ def run_trigger(
             failed,
         )
     return status
-
-
-def describe_exception(exc: BaseException) -> str:
-    return scrub(str(exc))
