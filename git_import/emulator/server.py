@@ -333,6 +333,9 @@ class Emulator:
         self._lock = threading.RLock()
         self._processes: dict[str, dict[str, Any]] = {}
         self._tasks: dict[str, dict[str, Any]] = {}
+        # Indexes, as a database would have: a process' tasks, and the unique (process, run, slug).
+        self._process_tasks: dict[str, list[dict[str, Any]]] = {}
+        self._slugs: set[tuple[str, int, str]] = set()
         self._workers: dict[str, dict[str, Any]] = {}
         self._versions: dict[str, dict[str, Any]] = {}
         self._task_tokens: dict[str, str] = {}  # token -> task id
@@ -502,11 +505,12 @@ class Emulator:
     def tasks(self, process_id: str | None = None) -> list[dict[str, Any]]:
         """Every task (optionally of one process), in creation order, full records (env, token)."""
         with self._lock:
-            return [
-                copy.deepcopy(t)
-                for t in self._tasks.values()
-                if process_id is None or t["process_id"] == str(process_id)
-            ]
+            tasks = (
+                self._tasks.values()
+                if process_id is None
+                else self._process_tasks.get(str(process_id), [])
+            )
+            return [copy.deepcopy(t) for t in tasks]
 
     def task_by_slug(self, process_id: str, slug: str) -> dict[str, Any] | None:
         """The most recently created task of that process with that slug, if any."""
@@ -533,7 +537,7 @@ class Emulator:
     # --- state helpers (caller holds the lock) --------------------------------------------------
 
     def _process_state(self, process_id: str) -> str:
-        tasks = [t for t in self._tasks.values() if t["process_id"] == process_id]
+        tasks = self._process_tasks.get(process_id, [])
         if not tasks:
             return "unscheduled"
         last_run = max(t["run"] for t in tasks)
@@ -560,8 +564,7 @@ class Emulator:
                     "depth": t["depth"],
                     "parents": list(t["parents"]),
                 }
-                for t in self._tasks.values()
-                if t["process_id"] == process["id"]
+                for t in self._process_tasks.get(process["id"], [])
             ],
             "created": process["created"],
         }
@@ -577,10 +580,7 @@ class Emulator:
         return public
 
     def _slug_taken(self, process_id: str, run: int, slug: str) -> bool:
-        return any(
-            t["process_id"] == process_id and t["run"] == run and t["slug"] == slug
-            for t in self._tasks.values()
-        )
+        return (process_id, run, slug) in self._slugs
 
     def _insert_task(
         self,
@@ -612,6 +612,8 @@ class Emulator:
             "token": token,
         }
         self._tasks[task["id"]] = task
+        self._process_tasks.setdefault(process["id"], []).append(task)
+        self._slugs.add((process["id"], run, slug))
         self._task_tokens[token] = task["id"]
         return task
 
