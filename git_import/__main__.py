@@ -1,3 +1,3 @@
-from git_import.cli import main
+from git_import.cli import run
 
-raise SystemExit(main())
+run()

@@ -7,10 +7,12 @@ wrong and how to fix it; the exit status is 2 for a setting or input error, 1 fo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
 import traceback
+from typing import NoReturn
 
 from git_import import __version__
 from git_import.errors import EXIT_CONFIG, EXIT_FAILURE, FatalError
@@ -98,5 +100,19 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILURE
 
 
+def run(argv: list[str] | None = None) -> NoReturn:
+    """The program's entry point: `main`, then exit without tearing the interpreter down.
+
+    Everything the run wrote is flushed first. Tearing down the modules, threads and sockets of a
+    finished run took ~50 ms of every task's wall time, for nothing."""
+    code = main(argv)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        # A closed or broken pipe: nothing more can be said there.
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

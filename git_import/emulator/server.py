@@ -285,9 +285,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(payload)))
         for key, value in (headers or {}).items():
             self.send_header(key, value)
-        self.end_headers()
+        # Headers and body in one write: one segment, one wake-up of the client.
+        self._headers_buffer.append(b"\r\n")
         if self.command != "HEAD":
-            self.wfile.write(payload)
+            self._headers_buffer.append(payload)
+        self.flush_headers()
 
     def _drop(self) -> None:
         self.close_connection = True
@@ -506,9 +508,7 @@ class Emulator:
         """Every task (optionally of one process), in creation order, full records (env, token)."""
         with self._lock:
             tasks = (
-                self._tasks.values()
-                if process_id is None
-                else self._process_tasks.get(str(process_id), [])
+                self._tasks.values() if process_id is None else self._process_tasks.get(str(process_id), [])
             )
             return [copy.deepcopy(t) for t in tasks]
 
