@@ -18,7 +18,10 @@ demo: $(BIN)/.installed
 lint: $(BIN)/.installed
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pre-commit run --all-files --show-diff-on-failure
 
+# Tests start the tool in many child processes: compile its modules once (PYTHONDONTWRITEBYTECODE,
+# when set, would have each child compile them again).
 test: lint
+	$(BIN)/python -m compileall -q git_import
 	$(BIN)/python -m pytest
 
 bench: $(BIN)/.installed

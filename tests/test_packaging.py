@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 
 import git_import
+from git_import.gitserver import GitHTTPServer
+from git_import.sample import RepoBuilder
 from git_import.settings import settings_reference
 
 from conftest import clean_env
@@ -165,9 +167,17 @@ def test_readme_settings_reference_matches_the_model() -> None:
 # --- command line ------------------------------------------------------------------------------------
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    # Without PYTHONUNBUFFERED (which this machine may set): stdout into a pipe is block-buffered, as
+    # under Ponos.
+    base = {k: v for k, v in clean_env().items() if k != "PYTHONUNBUFFERED"}
     return subprocess.run(
-        [*args], env=clean_env(), capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+        [*args],
+        env={**base, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
     )
 
 
@@ -194,3 +204,27 @@ def test_console_script_help_lists_the_commands() -> None:
         assert re.search(rf"^\s+{command}\b", proc.stdout, re.MULTILINE), proc.stdout
     proc = run_cli(console_script(), "--version")
     assert proc.stdout.strip() == f"arkindex-git-import {git_import.__version__}"
+
+
+def test_console_script_reports_a_bad_setting_once_with_status_2() -> None:
+    # The entry point exits without interpreter teardown: what the run logged must still be out.
+    proc = run_cli(console_script(), "trigger", env={"REPOSITORY_URL": "ftp://example.com/repo.git"})
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1, proc.stderr
+    assert "REPOSITORY_URL" in errors[0] and "nothing was created" in errors[0]
+
+
+def test_console_script_prints_the_whole_dry_run_plan_into_a_pipe(
+    repo: RepoBuilder, git_root: Path, git_server: GitHTTPServer
+) -> None:
+    # Stdout into a pipe is block-buffered, and a plan this small stays in the buffer; the entry
+    # point skips interpreter teardown, yet the plan must come out whole.
+    base = repo.commit("Initial commit", {"README.md": "# Workers\n"})
+    pushed = [repo.commit(f"Change {i}", {f"notes/{i}.txt": f"{i}\n"}) for i in range(2)]
+    repo.publish(git_root / "workers.git")
+    env = {"REPOSITORY_URL": git_server.url("workers.git"), "REPOSITORY_BEFORE": base}
+    proc = run_cli(console_script(), "trigger", "--dry-run", "--format", "json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    assert [revision["hash"] for revision in plan["revisions"]] == pushed
