@@ -79,6 +79,18 @@ class Commit:
     summary: str
 
 
+# One commit a record (records separated by NUL with `-z`): hash, author, author date, subject.
+_LOG_FORMAT = "%H%x1f%an%x1f%aI%x1f%s"
+
+
+def _parse_log_record(record: bytes) -> Commit | None:
+    text = record.decode(errors="replace").strip("\n")
+    if not text:
+        return None
+    commit, author, date, summary = text.split("\x1f", 3)
+    return Commit(commit, author, date, summary)
+
+
 class GitEnv:
     """The environment and configuration every git process of one run gets.
 
@@ -394,7 +406,7 @@ class Repo:
             "-z",
             "--no-show-signature",
             "--no-mailmap",
-            "--format=%H%x1f%an%x1f%aI%x1f%s",
+            f"--format={_LOG_FORMAT}",
         ]
         if limit:
             args.append(f"--max-count={limit}")
@@ -405,13 +417,76 @@ class Repo:
             args += ["--", *paths]
         out = self.run(*args, what="reading the commit history")
         commits = []
-        for record in out.decode(errors="replace").split("\0"):
-            record = record.strip("\n")
-            if not record:
-                continue
-            commit, author, date, summary = record.split("\x1f", 3)
-            commits.append(Commit(commit, author, date, summary))
+        for record in out.split(b"\0"):
+            commit = _parse_log_record(record)
+            if commit is not None:
+                commits.append(commit)
         return commits
+
+    def first_parent_until(self, target: str, stop: str) -> list[Commit] | None:
+        """The first-parent commits from `target` down to `stop` (excluded), newest first; None when
+        `stop` is not on that line.
+
+        git's output is read as it comes and git is stopped once `stop` shows up: the time is that of
+        the range, not of the whole history. `stop` itself is never given to git, so a commit missing
+        from the clone is never fetched on demand."""
+        argv = self._argv(
+            [
+                "log",
+                "--first-parent",
+                "-z",
+                "--no-show-signature",
+                "--no-mailmap",
+                f"--format={_LOG_FORMAT}",
+                "--end-of-options",
+                target,
+            ]
+        )
+        what = "reading the commit history"
+        with tempfile.TemporaryFile() as stderr:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr, env=self.git_env.env
+            )
+            timed_out = threading.Event()
+
+            def expire() -> None:
+                timed_out.set()
+                proc.kill()
+
+            timer = threading.Timer(self.git_env.timeout, expire)
+            timer.start()
+            commits: list[Commit] = []
+            found = False
+            try:
+                assert proc.stdout is not None
+                pending = b""
+                while not found:
+                    chunk = proc.stdout.read1(65536)
+                    if not chunk:
+                        break
+                    *records, pending = (pending + chunk).split(b"\0")
+                    for record in records:
+                        commit = _parse_log_record(record)
+                        if commit is None:
+                            continue
+                        if commit.hash == stop:
+                            found = True
+                            break
+                        commits.append(commit)
+                if found:
+                    proc.kill()
+            finally:
+                timer.cancel()
+                proc.stdout.close()  # type: ignore[union-attr]
+                code = proc.wait()
+            if found:
+                return commits
+            if timed_out.is_set():
+                raise GitError(f"{what} took more than {self.git_env.timeout} s", transient=True)
+            if code != 0:
+                stderr.seek(0)
+                raise _describe_failure(what, stderr.read().decode(errors="replace"))
+            return None
 
     def ls_tree(self, commit: str, *paths: str, recursive: bool = False) -> list[tuple[str, str, str, str]]:
         """(mode, type, oid, path) of the entries at these paths; reads trees only, never blobs."""

@@ -158,7 +158,7 @@ def clone(
         repo, full_ref, tip, local_ref = start()
         depth = None if need_history else 1
         commit = after or tip
-        if after is not None and after not in _ancestors(repo, local_ref, cache):
+        if after is not None and after != tip and after not in _ancestors(repo, local_ref, cache):
             if ref is None and full_ref is not None:
                 # The ref was not given: the default branch was a guess, and `after` is not on it
                 # (or cannot be told to be). Its tasks would carry a wrong branch: carry none.
@@ -227,11 +227,16 @@ def select(
         return sel.select_target(read_tip(), sel.NEW_BRANCH)
     if before == target.commit:
         return sel.Selection(mode=sel.PUSH, chosen=[])
-    if before in _ancestors(repo, target.commit, ancestors):
+    # The common push: `before` is on the target's first-parent line, read only down to it. Otherwise
+    # (a merge brought it in, or it is not in the history at all) the whole history is listed.
+    pushed = repo.first_parent_until(target.commit, before)
+    if pushed is not None or before in _ancestors(repo, target.commit, ancestors):
         if paths:
             _fetch_range_trees(repo, target.commit, before)
-        commits = repo.first_parent_log(target.commit, exclude=before, paths=paths)
-        return sel.select_push(commits, settings.max_revisions)
+            pushed = repo.first_parent_log(target.commit, exclude=before, paths=paths)
+        elif pushed is None:
+            pushed = repo.first_parent_log(target.commit, exclude=before)
+        return sel.select_push(pushed, settings.max_revisions)
     # `before` is not in the target's history: a rewritten history, or a wrong setting.
     if _reachable_from_any_branch(repo, before, settings):
         raise ConfigError(

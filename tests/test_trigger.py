@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from git_import.emulator import Emulator
+from git_import.gitrepo import GitEnv, Repo
 from git_import.gitserver import GitHTTPServer
 from git_import.sample import RepoBuilder, worker_yaml
 
@@ -339,6 +340,45 @@ def test_path_filter_keeps_commits_whose_first_parent_change_touches_the_paths(
     assert [r["hash"] for r in ponos.plan()["revisions"]] == expected
     assert sorted(t["slug"] for t in ponos.children()) == sorted(f"import-{h}" for h in expected)
     assert ponos.plan()["paths"] == ["arkindex/", ".arkindex.yml"]
+
+
+def test_before_brought_in_by_a_merge_selects_the_first_parent_commits_it_lacks(
+    ponos: Ponos, repo: RepoBuilder, served: Callable[[], str]
+) -> None:
+    # `before` is the old tip of a side line, merged as the second parent of the pushed merge: it is an
+    # ancestor of the target without being on the target's first-parent line.
+    base = repo.commit("Initial commit", {"README.md": "# Workers\n"})
+    repo.git("checkout", "--quiet", "-b", "side")
+    before = repo.commit("Side work", {"arkindex/bye.yml": worker_yaml("bye", "Bye")})
+    repo.git("checkout", "--quiet", "main")
+    mainline = repo.commit("Main work", {"arkindex/hello.yml": worker_yaml("hello", "Hello")})
+    repo.git("merge", "--quiet", "--no-ff", "--no-edit", "side")
+    merge = repo.head()
+    assert repo.git("rev-parse", f"{merge}^1").strip() == mainline
+    url = served()
+
+    result = ponos.run_trigger({"REPOSITORY_URL": url, "REPOSITORY_BEFORE": before})
+    assert result.code == 0, result.output
+    assert [r["hash"] for r in ponos.plan()["revisions"]] == [mainline, merge]
+    assert base not in {t["slug"].removeprefix("import-") for t in ponos.children()}
+
+
+def test_push_range_is_read_down_to_before_without_asking_the_server_for_it(
+    repo: RepoBuilder, git_root: Path, git_server: GitHTTPServer, tmp_path: Path
+) -> None:
+    base = repo.commit("Initial commit", {"README.md": "# Workers\n"})
+    pushed = history(repo, 3)
+    repo.publish(git_root / "workers.git")
+    with GitEnv() as env:
+        clone = Repo.clone(
+            tmp_path / "c.git", git_server.url("workers.git"), env, branch="main", filter="tree:0"
+        )
+        assert [c.hash for c in clone.first_parent_until(pushed[-1], base) or []] == pushed[::-1]
+        assert clone.first_parent_until(pushed[-1], pushed[0]) is not None
+        asked = len(git_server.requests)
+        # A `before` the clone lacks (history rewritten): not on the line, and never fetched on demand.
+        assert clone.first_parent_until(pushed[-1], "1" * 40) is None
+        assert len(git_server.requests) == asked
 
 
 def test_cap_keeps_the_newest(ponos: Ponos, repo: RepoBuilder, served: Callable[[], str]) -> None:
