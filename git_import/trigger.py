@@ -352,14 +352,13 @@ def _fan_out(api: ArkindexAPI, plan: Plan, bodies: dict[str, dict[str, Any]], co
                 last_report[0] = now
                 logger.info("%s", progress())
 
+    # The main thread sleeps until the pool is done: waiting on each future in turn would wake it at
+    # every answer, just when the pool's threads need the interpreter. After a stop, the requests not
+    # sent yet return at once.
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fan-out") as pool:
         futures = [pool.submit(create, item) for item in todo]
-        for future in futures:
-            if stop.is_set():
-                for pending in futures:
-                    pending.cancel()
-                break
-            future.result()
+    for future in futures:
+        future.result()  # re-raise an unexpected error of a pool thread
     logger.info("%s", progress())
     if config_errors:
         raise config_errors[0]
