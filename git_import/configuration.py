@@ -34,8 +34,8 @@ PLACEHOLDERS = {"slug", "hash", "short_hash", "ref"}
 
 # (mode, type, oid, path) as `git ls-tree` gives them
 TreeEntry = tuple[str, str, str, str]
-# reads blobs by oid: returns oid → bytes
-BlobReader = Callable[[list[str]], dict[str, bytes]]
+# reads blobs by oid: returns oid → bytes, or the size alone of a blob over MAX_FILE_SIZE
+BlobReader = Callable[[list[str]], dict[str, bytes | int]]
 
 
 @dataclass
@@ -91,10 +91,11 @@ def image_for(template: str, *, slug: str, commit: str, ref_name: str | None) ->
     return template.format(slug=slug, hash=commit, short_hash=commit[:8], ref=ref_name or "")
 
 
-def _decode(path: str, raw: bytes) -> str:
-    if len(raw) > MAX_FILE_SIZE:
+def _decode(path: str, raw: bytes | int) -> str:
+    size = raw if isinstance(raw, int) else len(raw)
+    if isinstance(raw, int) or size > MAX_FILE_SIZE:
         raise ConfigError(
-            f"{path} is {len(raw)} bytes, over the 1 MiB limit for a worker configuration file",
+            f"{path} is {size} bytes, over the 1 MiB limit for a worker configuration file",
             hint="keep worker configuration files small; move large data out of them",
         )
     try:

@@ -10,6 +10,7 @@ Safety rules held here for every git process:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -17,6 +18,7 @@ import re
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -186,6 +188,23 @@ def _describe_failure(what: str, stderr: str) -> GitError:
             hint="check REPOSITORY_URL, and REPOSITORY_TOKEN for a private repository",
         )
     return GitError(f"{what} failed: {detail}", transient=bool(_TRANSIENT.search(text)))
+
+
+@contextlib.contextmanager
+def _deadline(proc: subprocess.Popen[bytes], timeout: float) -> Iterator[threading.Event]:
+    """Kill `proc` if it outlives `timeout` seconds; the event tells whether that happened."""
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        proc.kill()
+
+    timer = threading.Timer(timeout, expire)
+    timer.start()
+    try:
+        yield expired
+    finally:
+        timer.cancel()
 
 
 class ConfigGitError(GitError, ConfigError):
@@ -447,38 +466,31 @@ class Repo:
             proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr, env=self.git_env.env
             )
-            timed_out = threading.Event()
-
-            def expire() -> None:
-                timed_out.set()
-                proc.kill()
-
-            timer = threading.Timer(self.git_env.timeout, expire)
-            timer.start()
             commits: list[Commit] = []
             found = False
-            try:
-                assert proc.stdout is not None
-                pending = b""
-                while not found:
-                    chunk = proc.stdout.read1(65536)
-                    if not chunk:
-                        break
-                    *records, pending = (pending + chunk).split(b"\0")
-                    for record in records:
-                        commit = _parse_log_record(record)
-                        if commit is None:
-                            continue
-                        if commit.hash == stop:
-                            found = True
+            stdout = proc.stdout
+            assert stdout is not None
+            with _deadline(proc, self.git_env.timeout) as timed_out:
+                try:
+                    pending = b""
+                    while not found:
+                        chunk = stdout.read1(65536)
+                        if not chunk:
                             break
-                        commits.append(commit)
-                if found:
-                    proc.kill()
-            finally:
-                timer.cancel()
-                proc.stdout.close()  # type: ignore[union-attr]
-                code = proc.wait()
+                        *records, pending = (pending + chunk).split(b"\0")
+                        for record in records:
+                            commit = _parse_log_record(record)
+                            if commit is None:
+                                continue
+                            if commit.hash == stop:
+                                found = True
+                                break
+                            commits.append(commit)
+                finally:
+                    if found or sys.exc_info()[0] is not None:
+                        proc.kill()  # the rest of the history is not needed
+                    stdout.close()
+                    code = proc.wait()
             if found:
                 return commits
             if timed_out.is_set():
@@ -504,23 +516,61 @@ class Repo:
             entries.append((mode, kind, oid, path.decode("utf-8", errors="surrogateescape")))
         return entries
 
-    def read_blobs(self, oids: list[str]) -> Iterator[tuple[str, bytes]]:
-        """Contents of many blobs from one `git cat-file --batch` process."""
+    def read_blobs(self, oids: list[str], max_size: int | None = None) -> Iterator[tuple[str, bytes | int]]:
+        """Contents of many blobs from one `git cat-file --batch` process, read as git writes them.
+
+        A blob over `max_size` bytes is not kept: its size (an int) comes instead of its content, so that
+        a huge file costs no memory before it is refused."""
         if not oids:
             return
-        out = self.run(
-            "cat-file", "--batch", input="".join(f"{oid}\n" for oid in oids).encode(), what="reading files"
-        )
-        pos = 0
-        for _ in oids:
-            end = out.index(b"\n", pos)
-            header = out[pos:end].decode().split()
-            pos = end + 1
-            if len(header) < 3:
-                raise GitError(f"object {header[0]} is missing from the clone")
-            size = int(header[2])
-            yield header[0], out[pos : pos + size]
-            pos += size + 1
+        what = "reading files"
+        with tempfile.TemporaryFile() as stdin, tempfile.TemporaryFile() as stderr:
+            stdin.write("".join(f"{oid}\n" for oid in oids).encode())
+            stdin.seek(0)
+            proc = subprocess.Popen(
+                self._argv(["cat-file", "--batch"]),
+                stdin=stdin,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                env=self.git_env.env,
+            )
+            stdout = proc.stdout
+            assert stdout is not None
+
+            def read(count: int) -> bytes:
+                data = stdout.read(count)
+                if len(data) < count:
+                    raise EOFError
+                return data
+
+            with _deadline(proc, self.git_env.timeout) as timed_out:
+                try:
+                    for _ in oids:
+                        header = stdout.readline().decode(errors="replace").split()
+                        if not header:
+                            raise EOFError
+                        if len(header) < 3:
+                            raise GitError(f"object {header[0]} is missing from the clone")
+                        size = int(header[2])
+                        if max_size is not None and size > max_size:
+                            left = size + 1
+                            while left:
+                                left -= len(read(min(left, 1 << 20)))
+                            yield header[0], size
+                        else:
+                            yield header[0], read(size + 1)[:size]
+                except EOFError:
+                    stdout.close()
+                    proc.wait()
+                    if timed_out.is_set():
+                        raise GitError(
+                            f"{what} took more than {self.git_env.timeout} s", transient=True
+                        ) from None
+                    stderr.seek(0)
+                    raise _describe_failure(what, stderr.read().decode(errors="replace")) from None
+                finally:
+                    stdout.close()
+                    proc.wait()
 
 
 def backoff_delays(attempts: int, base: float, cap: float = 30.0) -> Iterator[float]:

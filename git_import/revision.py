@@ -18,6 +18,7 @@ from git_import.api import APIError, ArkindexAPI
 from git_import.configuration import (
     CONFIG_DIR,
     LEGACY_FILE,
+    MAX_FILE_SIZE,
     Configuration,
     WorkerFile,
     check_image_template,
@@ -84,7 +85,7 @@ def read_revision_configuration(settings: Settings, repo: Repo, commit: str) -> 
             base_delay=settings.retry_base_delay,
             what="fetching the configuration files",
         )
-        return dict(repo.read_blobs(unique))
+        return dict(repo.read_blobs(unique, max_size=MAX_FILE_SIZE))
 
     entries = repo.ls_tree(commit, f"{CONFIG_DIR}/", LEGACY_FILE)
     # "." (the whole tree, as ls-tree runs with --full-tree): with no path at all, git 2.39 reads the

@@ -13,6 +13,7 @@ import pytest
 
 from git_import.configuration import MAX_FILE_SIZE
 from git_import.emulator import Emulator
+from git_import.gitrepo import GitEnv, Repo
 from git_import.gitserver import GitHTTPServer
 from git_import.sample import RepoBuilder, worker_yaml
 
@@ -425,3 +426,24 @@ def test_host_without_fetch_by_id_or_partial_clone(emulator, tmp_path, repo, git
     assert sorted(v["revision_url"].rsplit("/", 1)[-1] for v in versions) == sorted(
         [commits[0], commits[1], commits[1]]
     )
+
+
+def test_blobs_over_the_limit_are_sized_not_read(repo: RepoBuilder, tmp_path: Path) -> None:
+    """A huge configuration file is refused from its size alone: its content is never held."""
+    big = b"x" * (8 * MAX_FILE_SIZE)
+    repo.commit(
+        "Files",
+        {"arkindex/big.yml": big, "arkindex/small.yml": "a: 1\n", "arkindex/edge.yml": b"y" * MAX_FILE_SIZE},
+    )
+    bare = repo.publish(tmp_path / "r.git")
+    oids = {
+        path: repo.git("rev-parse", f"HEAD:{path}").strip()
+        for path in ("arkindex/small.yml", "arkindex/big.yml", "arkindex/edge.yml")
+    }
+    with GitEnv(allow_local=True) as env:
+        blobs = list(Repo(bare, env).read_blobs(list(oids.values()), max_size=MAX_FILE_SIZE))
+    assert blobs == [
+        (oids["arkindex/small.yml"], b"a: 1\n"),
+        (oids["arkindex/big.yml"], len(big)),
+        (oids["arkindex/edge.yml"], b"y" * MAX_FILE_SIZE),
+    ]
