@@ -83,6 +83,15 @@ class Commit:
 
 # One commit a record (records separated by NUL with `-z`): hash, author, author date, subject.
 _LOG_FORMAT = "%H%x1f%an%x1f%aI%x1f%s"
+# --no-mailmap: reading .mailmap would fetch a whole tree into a tree-less clone.
+_FIRST_PARENT_LOG = (
+    "log",
+    "--first-parent",
+    "-z",
+    "--no-show-signature",
+    "--no-mailmap",
+    f"--format={_LOG_FORMAT}",
+)
 
 
 def _parse_log_record(record: bytes) -> Commit | None:
@@ -419,14 +428,7 @@ class Repo:
         limit: int | None = None,
     ) -> list[Commit]:
         """Commits on the first-parent line from `target` (newest first), optionally limited to paths."""
-        args = [
-            "log",
-            "--first-parent",
-            "-z",
-            "--no-show-signature",
-            "--no-mailmap",
-            f"--format={_LOG_FORMAT}",
-        ]
+        args = list(_FIRST_PARENT_LOG)
         if limit:
             args.append(f"--max-count={limit}")
         args += ["--end-of-options", target]
@@ -449,18 +451,7 @@ class Repo:
         git's output is read as it comes and git is stopped once `stop` shows up: the time is that of
         the range, not of the whole history. `stop` itself is never given to git, so a commit missing
         from the clone is never fetched on demand."""
-        argv = self._argv(
-            [
-                "log",
-                "--first-parent",
-                "-z",
-                "--no-show-signature",
-                "--no-mailmap",
-                f"--format={_LOG_FORMAT}",
-                "--end-of-options",
-                target,
-            ]
-        )
+        argv = self._argv([*_FIRST_PARENT_LOG, "--end-of-options", target])
         what = "reading the commit history"
         with tempfile.TemporaryFile() as stderr:
             proc = subprocess.Popen(
