@@ -534,6 +534,7 @@ class Repo:
                     raise EOFError
                 return data
 
+            ended_early = False
             with _deadline(proc, self.git_env.timeout) as timed_out:
                 try:
                     for _ in oids:
@@ -551,17 +552,15 @@ class Repo:
                         else:
                             yield header[0], read(size + 1)[:size]
                 except EOFError:
-                    stdout.close()
-                    proc.wait()
-                    if timed_out.is_set():
-                        raise GitError(
-                            f"{what} took more than {self.git_env.timeout} s", transient=True
-                        ) from None
-                    stderr.seek(0)
-                    raise _describe_failure(what, stderr.read().decode(errors="replace")) from None
+                    ended_early = True
                 finally:
                     stdout.close()
                     proc.wait()
+            if timed_out.is_set():
+                raise GitError(f"{what} took more than {self.git_env.timeout} s", transient=True)
+            if ended_early:
+                stderr.seek(0)
+                raise _describe_failure(what, stderr.read().decode(errors="replace"))
 
 
 def backoff_delays(attempts: int, base: float, cap: float = 30.0) -> Iterator[float]:

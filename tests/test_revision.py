@@ -13,7 +13,7 @@ import pytest
 
 from git_import.configuration import MAX_FILE_SIZE
 from git_import.emulator import Emulator
-from git_import.gitrepo import GitEnv, Repo
+from git_import.gitrepo import GitEnv, GitError, Repo
 from git_import.gitserver import GitHTTPServer
 from git_import.sample import RepoBuilder, worker_yaml
 
@@ -447,3 +447,8 @@ def test_blobs_over_the_limit_are_sized_not_read(repo: RepoBuilder, tmp_path: Pa
         (oids["arkindex/big.yml"], len(big)),
         (oids["arkindex/edge.yml"], b"y" * MAX_FILE_SIZE),
     ]
+
+
+def test_blob_reader_reports_git_failing_midway(tmp_path: Path) -> None:
+    with GitEnv() as env, pytest.raises(GitError, match="reading files failed: .*not a git repository"):
+        list(Repo(tmp_path / "missing.git", env).read_blobs(["1" * 40]))
