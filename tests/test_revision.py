@@ -450,5 +450,5 @@ def test_blobs_over_the_limit_are_sized_not_read(repo: RepoBuilder, tmp_path: Pa
 
 
 def test_blob_reader_reports_git_failing_midway(tmp_path: Path) -> None:
-    with GitEnv() as env, pytest.raises(GitError, match="reading files failed: .*not a git repository"):
+    with GitEnv() as env, pytest.raises(GitError, match=r"reading files failed: .*not a git repository"):
         list(Repo(tmp_path / "missing.git", env).read_blobs(["1" * 40]))
