@@ -110,18 +110,15 @@ def clone(
     url: str,
     ref: str | None,
     paths: list[str],
-    ancestors: dict[str, set[str]] | None = None,
 ) -> tuple[Repo, Target]:
     """Fetch what selection needs, without checking out files: commits only (trees too with a path filter).
 
-    Without `before` (a new branch) only the target commit is needed: depth 1. `ancestors` caches the
-    commits reachable from each commit listed here, for `select` to reuse."""
+    Without `before` (a new branch) only the target commit is needed: depth 1."""
     need_history = settings.before is not None
     # Commits only, even with a path filter: `select` fetches the trees of the pushed range alone.
     filter = "tree:0"
     after = settings.repository_after
     repo_path = workdir / "repo.git"
-    cache = ancestors if ancestors is not None else {}
 
     def start() -> tuple[Repo, str | None, str | None, str | None]:
         """Clone or fetch the ref: (repo, full ref, its commit, the local ref holding its history)."""
@@ -158,7 +155,7 @@ def clone(
         repo, full_ref, tip, local_ref = start()
         depth = None if need_history else 1
         commit = after or tip
-        if after is not None and after != tip and after not in _ancestors(repo, local_ref, cache):
+        if after is not None and after != tip and after not in _ancestors(repo, local_ref):
             if ref is None and full_ref is not None:
                 # The ref was not given: the default branch was a guess, and `after` is not on it
                 # (or cannot be told to be). Its tasks would carry a wrong branch: carry none.
@@ -181,33 +178,20 @@ def clone(
         assert commit is not None
         return repo, Target(full_ref, commit)
 
-    def cleanup() -> None:
-        cache.clear()
-        shutil.rmtree(repo_path, ignore_errors=True)
-
     return with_retries(
         attempt,
         attempts=settings.retry_attempts,
         base_delay=settings.retry_base_delay,
         what="cloning the repository",
-        cleanup=cleanup,
+        cleanup=lambda: shutil.rmtree(repo_path, ignore_errors=True),
     )
 
 
-def _ancestors(repo: Repo, rev: str | None, cache: dict[str, set[str]] | None = None) -> set[str]:
-    """Every commit reachable from `rev`, read from commits already fetched (never a lazy fetch).
-
-    The listing is cached under the commit it starts from (rev-list's first line), so that a ref and
-    its commit hash share one listing of the history."""
+def _ancestors(repo: Repo, rev: str | None) -> set[str]:
+    """Every commit reachable from `rev`, read from commits already fetched (never a lazy fetch)."""
     if rev is None:
         return set()
-    if cache is not None and rev in cache:
-        return cache[rev]
-    out = repo.run("rev-list", "--end-of-options", rev, what="listing commits").decode().split()
-    found = set(out)
-    if cache is not None and out:
-        cache[out[0]] = found  # keyed by hash only: a ref may move, a commit's history does not
-    return found
+    return set(repo.run("rev-list", "--end-of-options", rev, what="listing commits").decode().split())
 
 
 def select(
@@ -215,7 +199,6 @@ def select(
     repo: Repo,
     target: Target,
     paths: list[str],
-    ancestors: dict[str, set[str]] | None = None,
 ) -> sel.Selection:
     """Choose the revisions to import (CONTRACT: first-parent commits after `before`, or the target alone)."""
 
@@ -230,7 +213,7 @@ def select(
     # The common push: `before` is on the target's first-parent line, read only down to it. Otherwise
     # (a merge brought it in, or it is not in the history at all) the whole history is listed.
     pushed = repo.first_parent_until(target.commit, before)
-    if pushed is not None or before in _ancestors(repo, target.commit, ancestors):
+    if pushed is not None or before in _ancestors(repo, target.commit):
         if paths:
             _fetch_range_trees(repo, target.commit, before)
             pushed = repo.first_parent_log(target.commit, exclude=before, paths=paths)
@@ -437,12 +420,11 @@ def run_trigger(
     with git_env_for(settings) as git_env, tempfile.TemporaryDirectory(prefix="git-import-") as tmp:
 
         def clone_and_select() -> tuple[Target, sel.Selection]:
-            ancestors: dict[str, set[str]] = {}
             with timings.phase("clone"):
                 logger.info("cloning %s (%s)", url, ref or "default branch")
-                repo, target = clone(settings, git_env, Path(tmp), url, ref, paths, ancestors)
+                repo, target = clone(settings, git_env, Path(tmp), url, ref, paths)
             with timings.phase("select"):
-                selection = select(settings, repo, target, paths, ancestors)
+                selection = select(settings, repo, target, paths)
             return target, selection
 
         # The clone runs while the process is read: both wait on the network.
