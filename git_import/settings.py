@@ -6,7 +6,6 @@ renders the table that the README's settings reference holds; a test keeps the t
 
 from __future__ import annotations
 
-import re
 import uuid
 from pathlib import Path
 from typing import Any, Literal
@@ -16,9 +15,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from git_import.errors import ConfigError
 from git_import.redact import register_secret
+from git_import.urls import is_full_hash
 
 NULL_SHA = "0" * 40
-_HEX40 = re.compile(r"^[0-9a-f]{40}$")
 
 # How to fix each setting, used in the one-line error a wrong value gets.
 _FIXES: dict[str, str] = {
@@ -222,7 +221,7 @@ class Settings(BaseSettings):
     def _full_hash(cls, value: Any) -> Any:
         if isinstance(value, str):
             value = value.strip().lower()
-            if not _HEX40.match(value):
+            if not is_full_hash(value):
                 raise ValueError("not a full 40-character commit hash")
         return value
 
