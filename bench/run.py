@@ -1,7 +1,7 @@
 """Benchmark of the Git import task (issue 4): one command, a Markdown table and a JSON file.
 
-    /tmp/venv/bin/python bench/run.py [--commits 5000 --files 2000 --file-size 20000 --worker-every 50
-                                       --push 500 --runs 3 --delay 0.02] [--quick]
+    .venv/bin/python bench/run.py [--commits 5000 --files 2000 --file-size 20000 --worker-every 50
+                                  --push 500 --runs 3 --delay 0.02] [--quick]
 
 It generates (and caches under bench/.cache/) synthetic repositories with `git fast-import`, serves
 them with `git http-backend` on 127.0.0.1 (git_import.gitserver, in a thread of this process),
@@ -613,6 +613,9 @@ def table(s: dict[str, dict[str, Any]]) -> str:
 # --- main -------------------------------------------------------------------------------------------
 
 
+CASES = ("trigger", "floor", "naive", "revision")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--commits", type=int, default=5000, help="commits of the push repository (default: 5000)")
@@ -641,7 +644,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="commits of history of the per-revision import repositories (default: 1000,10000)",
     )
     p.add_argument(
-        "--cases", default="trigger,floor,naive,revision", help="which cases to run (comma-separated)"
+        "--cases",
+        default=",".join(CASES),
+        help=f"which cases to run, comma-separated, each with and without a path filter (default: {','.join(CASES)})",
     )
     p.add_argument("--no-profile", action="store_true", help="skip the profiling pass")
     p.add_argument(
@@ -657,7 +662,11 @@ def main(argv: list[str] | None = None) -> int:
         args.commits, args.files, args.file_size, args.worker_every = 400, 200, 2000, 20
         args.push, args.runs, args.revision_histories = min(args.push, 100), 1, "100,1000"
     output = args.output or RESULTS / ("quick.json" if args.quick else "latest.json")
-    cases = {c.strip() for c in args.cases.split(",")}
+    cases = {c.strip() for c in args.cases.split(",") if c.strip()}
+    if not cases or cases - set(CASES):
+        raise SystemExit(
+            f"--cases: unknown case(s) {sorted(cases - set(CASES))}; choose among {', '.join(CASES)}"
+        )
     histories = [int(h) for h in args.revision_histories.split(",") if h.strip()]
     if args.push >= args.commits:
         raise SystemExit("--push must be smaller than --commits")
