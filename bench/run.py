@@ -179,11 +179,14 @@ def measure(
         proc = subprocess.Popen(argv, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
         sampler = TreeSampler(proc.pid)
         sampler.start()
+        # A blocking wait, with a timer to kill a hung run: Popen.wait(timeout) polls with sleeps of
+        # up to 50 ms, which added 0-50 ms to every measured wall time.
+        watchdog = threading.Timer(timeout, proc.kill)
+        watchdog.start()
         try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
             proc.wait()
+        finally:
+            watchdog.cancel()
         wall = time.perf_counter() - started
         sampler.stop()
         out.seek(0)
