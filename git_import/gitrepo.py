@@ -16,6 +16,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -125,6 +126,13 @@ class GitEnv:
         self._dir: Path | None = None
         self.env: dict[str, str] = {}
 
+    def same_as(self, other: GitEnv) -> bool:
+        """Whether git runs the same way under `other`: same credentials, transports and time limits."""
+        return self._params() == other._params()
+
+    def _params(self) -> tuple[object, ...]:
+        return (self.username, self.token, self.allow_local, self.stall_timeout, self.timeout)
+
     def __enter__(self) -> GitEnv:
         self._dir = Path(tempfile.mkdtemp(prefix="git-import-auth-"))
         askpass = self._dir / "askpass.sh"
@@ -222,6 +230,91 @@ class ConfigGitError(GitError, ConfigError):
     exit_code = ConfigError.exit_code
 
 
+class Transfer:
+    """A git transfer running in the background: its progress is read as it comes, and reported as
+    periodic plain lines (no carriage returns) while someone waits for it.
+
+    `own_group`: git and the processes it starts get a process group of their own, which
+    :meth:`cancel` stops whole (none is left writing into a folder being removed); a terminal's
+    Ctrl-C then no longer reaches them, so whoever starts such a transfer must cancel it."""
+
+    def __init__(self, argv: list[str], git_env: GitEnv, *, own_group: bool = False) -> None:
+        self.timeout = git_env.timeout
+        self.started = time.monotonic()
+        self.own_group = own_group
+        self.cancelled = False
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=git_env.env,
+            start_new_session=own_group,
+        )
+        self._tail: list[str] = []
+        self._latest = ""
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        stderr = self.proc.stderr
+        assert stderr is not None
+        buffer = b""
+        while chunk := stderr.read1(65536):  # type: ignore[attr-defined]
+            buffer += chunk
+            *parts, buffer = re.split(rb"[\r\n]", buffer)
+            for part in parts:
+                line = part.decode(errors="replace").strip()
+                if not line:
+                    continue
+                self._latest = line
+                if not line.startswith(("remote: Counting", "remote: Compressing", "Receiving", "Resolving")):
+                    self._tail.append(line)
+                    del self._tail[:-20]
+        if buffer.strip():
+            self._tail.append(buffer.decode(errors="replace").strip())
+
+    def wait(self, what: str) -> None:
+        """Wait for the end of the transfer, logging its progress; a failure raises a scrubbed :class:`GitError`."""
+        last_report = time.monotonic()
+        while True:
+            # The reader ends when git closes its stderr, that is when it exits: joining it returns at
+            # once then, where Popen.wait(timeout) would poll with sleeps of up to 50 ms.
+            self._reader.join(timeout=0.5)
+            if not self._reader.is_alive():
+                self.proc.wait()
+                break
+            now = time.monotonic()
+            if now - self.started > self.timeout:
+                self.cancel()
+                raise GitError(f"{what} took more than {self.timeout} s", transient=True) from None
+            if now - last_report >= PROGRESS_INTERVAL and self._latest:
+                logger.info("%s: %s", what, scrub(self._latest))
+                last_report = now
+        self._reader.join(5)
+        if self.cancelled:  # stopped on purpose (Ctrl-C, a clone no longer wanted): not to be retried
+            raise GitError(f"{what} was stopped")
+        if self.proc.returncode != 0:
+            raise _describe_failure(what, "\n".join(self._tail))
+
+    def cancel(self) -> None:
+        """Stop the transfer if it still runs (what it wrote is the caller's to remove)."""
+        if self.proc.poll() is None:
+            self.cancelled = True
+            if self.own_group:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+            else:
+                self.proc.kill()
+        self.proc.wait()
+        self._reader.join(5)
+
+
+def clone_what(branch: str | None) -> str:
+    """How logs and errors name a clone of `branch` (None: the default branch)."""
+    return f"cloning {branch or 'the default branch'}"
+
+
 class Repo:
     """A bare repository in a temporary folder, with one remote `origin`."""
 
@@ -231,9 +324,6 @@ class Repo:
 
     # --- running git ------------------------------------------------------------------------
     def _argv(self, args: Iterable[str]) -> list[str]:
-        args = list(args)
-        if args[:1] == ["clone"]:  # the repository does not exist yet
-            return ["git", *args]
         return ["git", f"--git-dir={self.path}", *args]
 
     def run(self, *args: str, what: str, input: bytes | None = None, check: bool = True) -> bytes:
@@ -255,60 +345,7 @@ class Repo:
 
     def run_with_progress(self, *args: str, what: str) -> None:
         """Run a long transfer, logging git's progress as periodic plain lines (no carriage returns)."""
-        proc = subprocess.Popen(
-            self._argv(args),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            env=self.git_env.env,
-        )
-        tail: list[str] = []
-        latest: list[str] = [""]
-
-        def read() -> None:
-            assert proc.stderr is not None
-            buffer = b""
-            while (
-                chunk := proc.stderr.read1(65536) if hasattr(proc.stderr, "read1") else proc.stderr.read(4096)
-            ):
-                buffer += chunk
-                *parts, buffer = re.split(rb"[\r\n]", buffer)
-                for part in parts:
-                    line = part.decode(errors="replace").strip()
-                    if not line:
-                        continue
-                    latest[0] = line
-                    if not line.startswith(
-                        ("remote: Counting", "remote: Compressing", "Receiving", "Resolving")
-                    ):
-                        tail.append(line)
-                        del tail[:-20]
-            if buffer.strip():
-                tail.append(buffer.decode(errors="replace").strip())
-
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
-        started = time.monotonic()
-        last_report = started
-        while True:
-            # The reader ends when git closes its stderr, that is when it exits: joining it returns at
-            # once then, where Popen.wait(timeout) would poll with sleeps of up to 50 ms.
-            reader.join(timeout=0.5)
-            if not reader.is_alive():
-                proc.wait()
-                break
-            now = time.monotonic()
-            if now - started > self.git_env.timeout:
-                proc.kill()
-                proc.wait()
-                reader.join(5)
-                raise GitError(f"{what} took more than {self.git_env.timeout} s", transient=True) from None
-            if now - last_report >= PROGRESS_INTERVAL and latest[0]:
-                logger.info("%s: %s", what, scrub(latest[0]))
-                last_report = now
-        reader.join(5)
-        if proc.returncode != 0:
-            raise _describe_failure(what, "\n".join(tail))
+        Transfer(self._argv(args), self.git_env).wait(what)
 
     # --- operations -------------------------------------------------------------------------
     @classmethod
@@ -331,16 +368,31 @@ class Repo:
         depth: int | None = None,
     ) -> Repo:
         """One `git clone --bare --single-branch`: the ref lookup and the fetch in one process, no checkout."""
-        repo = cls(path, git_env)
-        args = ["clone", "--bare", "--no-tags", "--single-branch", "--progress"]
+        cls.start_clone(path, url, git_env, branch=branch, filter=filter, depth=depth).wait(
+            clone_what(branch)
+        )
+        return cls(path, git_env)
+
+    @staticmethod
+    def start_clone(
+        path: Path,
+        url: str,
+        git_env: GitEnv,
+        *,
+        branch: str | None = None,
+        filter: str | None = None,
+        depth: int | None = None,
+        own_group: bool = False,
+    ) -> Transfer:
+        """Start the clone of :meth:`clone` in the background; wait for it with ``clone_what(branch)``."""
+        args = ["git", "clone", "--bare", "--no-tags", "--single-branch", "--progress"]
         if branch:
             args.append(f"--branch={branch}")
         if filter:
             args.append(f"--filter={filter}")
         if depth:
             args.append(f"--depth={depth}")
-        repo.run_with_progress(*args, "--", url, str(path), what=f"cloning {branch or 'the default branch'}")
-        return repo
+        return Transfer([*args, "--", url, str(path)], git_env, own_group=own_group)
 
     def local_refs(self) -> list[tuple[str, str]]:
         """(ref name, commit) of every local ref, tags peeled to their commit."""
