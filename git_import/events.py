@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from git_import.errors import ConfigError
-
-NULL_SHA = "0" * 40
+from git_import.urls import NULL_SHA
 
 
 def _first(*values: Any) -> str | None:

@@ -11,6 +11,9 @@ NETWORK_SCHEMES = ("https", "http", "ssh")
 # scp-like syntax: [user@]host:path, where host has no slash and path does not start with //
 _SCP_LIKE = re.compile(r"^(?:(?P<user>[^@/:\s]+)@)?(?P<host>[^@/:\s]+):(?!//)(?P<path>[^\s]+)$")
 _FULL_HASH = re.compile(r"^[0-9a-f]{40}$")
+
+# The `before` of a push that creates a ref, the `after` of one that deletes it.
+NULL_SHA = "0" * 40
 _BAD_REF_CHARS = re.compile(r"[\x00-\x20~^:?*\[\\\x7f]")
 _CONTROL_CHARS = re.compile(r"[\x00-\x20\x7f]")
 
@@ -145,6 +148,18 @@ def check_ref(ref: str) -> str:
             f"REPOSITORY_REF {ref!r} is not a valid branch, tag or ref name",
             hint="give a branch name such as 'main', a tag, or a full ref such as 'refs/heads/main'",
         )
+    return ref
+
+
+def clone_branch(ref: str | None) -> str | bool | None:
+    """The `git clone --branch` value for a ref (None: the default branch), or False when only a
+    fetch of the full ref can name it exactly (a full tag ref, or another namespace)."""
+    if ref is None or ref == "HEAD":
+        return None
+    if ref.startswith("refs/heads/"):
+        return ref[len("refs/heads/") :]
+    if ref.startswith("refs/"):
+        return False
     return ref
 
 
