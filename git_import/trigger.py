@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from git_import import selection as sel
+from git_import.early import CLONE_FILTER, EarlyClone, clone_depth
 from git_import.errors import EXIT_FAILURE, EXIT_OK, ConfigError, FatalError
 from git_import.gitrepo import Commit, GitEnv, GitError, Repo, with_retries
 from git_import.plan import CREATED, EXISTING, FAILED, NEW, Plan, PlanItem, build_plan
-from git_import.settings import NULL_SHA, Settings
-from git_import.urls import check_pathspecs, check_ref, check_repository_url
+from git_import.settings import Settings
+from git_import.urls import NULL_SHA, check_pathspecs, check_ref, check_repository_url, clone_branch
 
 if TYPE_CHECKING:  # the API layer (requests, arkindex-client) is imported while the clone runs
     from git_import.api import APIConfigError, ArkindexAPI
@@ -76,18 +77,6 @@ def _resolve_ref(repo: Repo, ref: str) -> tuple[str | None, str | None]:
     return (ref, refs[ref]) if ref in refs else (None, None)
 
 
-def _clone_branch(ref: str | None) -> str | bool | None:
-    """The `git clone --branch` value for a ref (None: the default branch), or False when only a
-    fetch of the full ref can name it exactly (a full tag ref, or another namespace)."""
-    if ref is None or ref == "HEAD":
-        return None
-    if ref.startswith("refs/heads/"):
-        return ref[len("refs/heads/") :]
-    if ref.startswith("refs/"):
-        return False
-    return ref
-
-
 def _missing_ref(ref: str | None, after: str | None) -> None:
     """The ref is not on the server: fine when a pushed commit is given, else a setting error."""
     if after is not None:
@@ -110,24 +99,31 @@ def clone(
     url: str,
     ref: str | None,
     paths: list[str],
+    early: EarlyClone | None = None,
 ) -> tuple[Repo, Target]:
     """Fetch what selection needs, without checking out files: commits only (trees too with a path filter).
 
-    Without `before` (a new branch) only the target commit is needed: depth 1."""
+    Without `before` (a new branch) only the target commit is needed: depth 1. The first try takes
+    the `early` clone when it is this very clone."""
     need_history = settings.before is not None
-    # Commits only, even with a path filter: `select` fetches the trees of the pushed range alone.
-    filter = "tree:0"
+    filter = CLONE_FILTER
     after = settings.repository_after
     repo_path = workdir / "repo.git"
+    pending = [early] if early is not None else []
 
     def start() -> tuple[Repo, str | None, str | None, str | None]:
         """Clone or fetch the ref: (repo, full ref, its commit, the local ref holding its history)."""
-        depth = None if need_history else 1
-        branch = _clone_branch(ref)
+        depth = clone_depth(settings.before)
+        branch = clone_branch(ref)
+        taken = pending.pop() if pending else None
+        if taken is not None and branch is False:
+            taken.close()  # not a clone this path makes
         if branch is not False:
             # The common case (default branch, a branch, a short tag name): one git process.
             try:
-                repo = Repo.clone(repo_path, url, git_env, branch=branch, filter=filter, depth=depth)
+                repo = (taken and taken.take(repo_path, url, branch, depth, git_env)) or Repo.clone(
+                    repo_path, url, git_env, branch=branch, filter=filter, depth=depth
+                )
             except GitError as exc:
                 if exc.transient or "not found in upstream" not in exc.message:
                     raise
@@ -153,7 +149,7 @@ def clone(
 
     def attempt() -> tuple[Repo, Target]:
         repo, full_ref, tip, local_ref = start()
-        depth = None if need_history else 1
+        depth = clone_depth(settings.before)
         commit = after or tip
         if after is not None and after != tip and after not in _ancestors(repo, local_ref):
             if ref is None and full_ref is not None:
@@ -379,9 +375,16 @@ def write_plan(settings: Settings, plan: Plan) -> Path:
 
 
 def run_trigger(
-    settings: Settings, *, dry_run: bool = False, fmt: str = "text", out: TextIO | None = None
+    settings: Settings,
+    *,
+    dry_run: bool = False,
+    fmt: str = "text",
+    out: TextIO | None = None,
+    early: EarlyClone | None = None,
 ) -> int:
-    """Run the trigger; returns the exit status (0 when every planned task exists at the end)."""
+    """Run the trigger; returns the exit status (0 when every planned task exists at the end).
+
+    `early`: a clone started before the settings were loaded, used if it is the clone they ask for."""
     out = out or sys.stdout
     timings = Timings()
     url = check_repository_url(settings.require_repository(), allow_local=settings.repository_allow_local)
@@ -422,7 +425,7 @@ def run_trigger(
         def clone_and_select() -> tuple[Target, sel.Selection]:
             with timings.phase("clone"):
                 logger.info("cloning %s (%s)", url, ref or "default branch")
-                repo, target = clone(settings, git_env, Path(tmp), url, ref, paths)
+                repo, target = clone(settings, git_env, Path(tmp), url, ref, paths, early)
             with timings.phase("select"):
                 selection = select(settings, repo, target, paths)
             return target, selection
@@ -432,10 +435,16 @@ def run_trigger(
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clone") as pool:
             git_future = pool.submit(clone_and_select)
             try:
-                api, existing = read_process()
-            except Exception as exc:
-                api_error = exc
-            git_error = git_future.exception()
+                try:
+                    api, existing = read_process()
+                except Exception as exc:
+                    api_error = exc
+                git_error = git_future.exception()
+            except BaseException:
+                # Ctrl-C: the early clone is out of the terminal's reach; stop it before the pool waits.
+                if early is not None:
+                    early.close()
+                raise
     # A wrong setting or token is reported first; then a git failure; then any other API failure.
     if isinstance(api_error, ConfigError):
         raise api_error

@@ -1,0 +1,137 @@
+"""The trigger's clone, started while the settings layer loads.
+
+Importing pydantic-settings and validating the settings take about 0.15 s of every trigger's start,
+during which the clone, which only waits on git and the network, could already run. So the trigger
+command starts the clone from the raw environment before it imports the settings layer, and the
+trigger uses that clone only if the validated settings ask for exactly the same one (URL, branch,
+depth, credentials, transports, time limits); otherwise the clone is stopped and removed, and the
+trigger clones as it would have. Nothing here decides anything: an environment this module cannot
+read as plainly as the settings would (a push event file, local paths, a full tag ref, a value that
+does not parse) starts no early clone. It logs nothing before the trigger takes the clone; a failure
+is raised, scrubbed, when the trigger takes it, exactly as the trigger's own clone would have raised it.
+
+This module must not import the settings layer (pydantic): that import is what it overlaps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+from git_import.errors import ConfigError
+from git_import.gitrepo import GitEnv, GitError, Repo, Transfer, clone_what
+from git_import.urls import NULL_SHA, check_ref, check_repository_url, clone_branch
+
+# Commits only, even with a path filter: the trigger fetches the trees of the pushed range alone.
+CLONE_FILTER = "tree:0"
+
+
+def clone_depth(before: str | None) -> int | None:
+    """The clone's depth: the whole history, which the trigger reads down to `before`; or, without
+    `before` (a new branch), the target alone."""
+    return None if before else 1
+
+
+class EarlyClone:
+    """A clone of the trigger's repository running in the background, in its own temporary folder."""
+
+    def __init__(self, url: str, branch: str | None, depth: int | None, git_env: GitEnv) -> None:
+        self.url, self.branch, self.depth = url, branch, depth
+        self.git_env = git_env
+        self._dir: Path | None = None
+        self._transfer: Transfer | None = None
+        self._closed = False
+        self._lock = threading.Lock()  # close() may come from two threads: the second waits for the first
+        git_env.__enter__()
+        try:
+            self._dir = Path(tempfile.mkdtemp(prefix="git-import-early-"))
+            self._transfer = Repo.start_clone(
+                self._dir / "repo.git",
+                url,
+                git_env,
+                branch=branch,
+                filter=CLONE_FILTER,
+                depth=depth,
+                own_group=True,  # stopped whole by close(), Ctrl-C included
+            )
+        except BaseException:
+            self.close()
+            raise
+
+    @classmethod
+    def start(cls, environ: Mapping[str, str], *, dry_run: bool = False) -> EarlyClone | None:
+        """Start the clone the environment asks for; None when it cannot be read without the settings."""
+
+        def get(name: str) -> str | None:
+            return environ.get(name) or None  # an empty variable is unset, as for the settings
+
+        if get("REPOSITORY_EVENT") or get("REPOSITORY_ALLOW_LOCAL"):
+            return None
+        if not dry_run and not ((get("PONOS_PROCESS") or get("ARKINDEX_PROCESS_ID")) and get("PONOS_TASK")):
+            return None  # the settings will refuse to run: contact no server first
+        url, ref, token = get("REPOSITORY_URL"), get("REPOSITORY_REF"), get("REPOSITORY_TOKEN")
+        before = (get("REPOSITORY_BEFORE") or "").strip().lower()
+        after = (get("REPOSITORY_AFTER") or "").strip().lower()
+        if not url or after == NULL_SHA:
+            return None
+        try:
+            url = check_repository_url(url, allow_local=False)
+            branch = clone_branch(check_ref(ref) if ref else None)
+            limits = {
+                key: int(value)
+                for key, name in (("stall_timeout", "GIT_STALL_TIMEOUT"), ("timeout", "GIT_TIMEOUT"))
+                if (value := get(name)) is not None
+            }
+        except (ValueError, ConfigError):  # the settings will say what is wrong
+            return None
+        if branch is False:
+            return None
+        username = get("REPOSITORY_USERNAME")
+        git_env = GitEnv(token=token, **({"username": username} if username else {}), **limits)
+        try:
+            return cls(url, branch, clone_depth(None if before in ("", NULL_SHA) else before), git_env)
+        except OSError:
+            return None
+
+    def take(
+        self, path: Path, url: str, branch: str | None, depth: int | None, git_env: GitEnv
+    ) -> Repo | None:
+        """The finished clone, moved to `path`, if it is the one asked for; else None (and the clone is
+        stopped and removed). A failure of git is raised as the same clone by the caller would raise it."""
+        stopped = GitError(f"{clone_what(branch)} was stopped")
+        try:
+            transfer, folder = self._transfer, self._dir
+            if self._closed or transfer is None or folder is None:
+                raise stopped  # closed meanwhile (Ctrl-C): no clone is to start now
+            if (url, branch, depth) != (self.url, self.branch, self.depth) or not git_env.same_as(
+                self.git_env
+            ):
+                return None
+            transfer.wait(clone_what(branch))
+            try:
+                os.replace(folder / "repo.git", path)
+            except OSError:
+                if self._closed:
+                    raise stopped from None
+                return None  # another file system: the caller clones again
+            return Repo(path, git_env)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the clone if it runs, remove its folder and its credentials helper. Idempotent."""
+        self._closed = True
+        with self._lock:  # git stopped before its folder is removed, whichever thread gets here first
+            transfer, self._transfer = self._transfer, None
+            if transfer is not None:
+                transfer.cancel()
+            folder, self._dir = self._dir, None
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                self.git_env.__exit__(None, None, None)

@@ -1,0 +1,272 @@
+"""The trigger's early clone: started from the raw environment while the settings layer loads, taken
+only when the settings ask for that very clone, and stopped whole otherwise. Real git, real server."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from git_import.early import EarlyClone
+from git_import.gitrepo import GitEnv, GitError
+from git_import.gitserver import GitHTTPServer
+from git_import.sample import RepoBuilder, worker_yaml
+
+from conftest import REPO_TOKEN, Ponos, clean_env, make_ponos
+
+NULL_SHA = "0" * 40
+
+
+@pytest.fixture
+def tmpdir_(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The temporary folder of this test alone, so that what is left there can be checked."""
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    yield folder
+
+
+@pytest.fixture
+def pushed(repo: RepoBuilder, git_server: GitHTTPServer) -> dict[str, str]:
+    base = repo.commit("Initial commit", {"README.md": "# Workers\n"})
+    tip = repo.commit("Add hello", {"arkindex/hello.yml": worker_yaml("hello", "Hello")})
+    repo.publish(git_server.root / "workers.git")
+    return {"url": git_server.url("workers.git"), "base": base, "tip": tip}
+
+
+def ponos_env(url: str, **extra: str) -> dict[str, str]:
+    return {
+        "PONOS_PROCESS": str(uuid.uuid4()),
+        "PONOS_TASK": str(uuid.uuid4()),
+        "REPOSITORY_URL": url,
+        **extra,
+    }
+
+
+def left_behind(folder: Path, *, but: GitEnv | None = None) -> list[str]:
+    """What is in `folder`, except the credentials helper folder of `but`."""
+    keep = {but._dir.name} if but is not None and but._dir is not None else set()
+    return sorted(p.name for p in folder.iterdir() if p.name not in keep)
+
+
+def group_members(pgid: int) -> list[str]:
+    """The live processes of process group `pgid` (zombies waiting to be reaped do not count)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # gone meanwhile
+            continue
+        name, fields = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(name)
+    return members
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
+def test_the_clone_the_settings_ask_for_is_taken(
+    pushed: dict[str, str], tmpdir_: Path, tmp_path: Path
+) -> None:
+    early = EarlyClone.start(ponos_env(pushed["url"], REPOSITORY_BEFORE=pushed["base"]))
+    assert early is not None
+    with GitEnv() as git_env:
+        repo = early.take(tmp_path / "repo.git", pushed["url"], None, None, git_env)
+        assert repo is not None
+        assert repo.git_env is git_env  # later git commands run with the trigger's own credentials helper
+        assert repo.local_refs() == [("refs/heads/main", pushed["tip"])]
+        assert left_behind(tmpdir_, but=git_env) == []  # its folder and its credentials helper are gone
+
+
+@pytest.mark.parametrize(
+    ("asked", "why"),
+    [
+        ({"depth": 1}, "a new branch needs the target alone"),
+        ({"branch": "other"}, "another branch"),
+        ({"git_env": {"token": REPO_TOKEN}}, "other credentials"),
+        ({"git_env": {"stall_timeout": 5}}, "other time limits"),
+    ],
+)
+def test_a_clone_the_settings_do_not_ask_for_is_dropped(
+    pushed: dict[str, str], tmpdir_: Path, tmp_path: Path, asked: dict, why: str
+) -> None:
+    early = EarlyClone.start(ponos_env(pushed["url"], REPOSITORY_BEFORE=pushed["base"]))
+    assert early is not None
+    with GitEnv(**asked.get("git_env", {})) as git_env:
+        taken = early.take(
+            tmp_path / "repo.git", pushed["url"], asked.get("branch"), asked.get("depth"), git_env
+        )
+        assert taken is None, why
+        assert not (tmp_path / "repo.git").exists()
+        assert left_behind(tmpdir_, but=git_env) == []
+
+
+def test_a_failed_clone_is_raised_when_taken(
+    git_server: GitHTTPServer, tmpdir_: Path, tmp_path: Path
+) -> None:
+    url = git_server.url("missing.git")
+    early = EarlyClone.start(ponos_env(url))
+    assert early is not None
+    with GitEnv() as git_env, pytest.raises(GitError, match="repository not found"):
+        early.take(tmp_path / "repo.git", url, None, 1, git_env)
+    assert left_behind(tmpdir_) == []
+
+
+def test_closing_stops_a_running_clone_and_all_its_processes(
+    pushed: dict[str, str], git_server: GitHTTPServer, tmpdir_: Path
+) -> None:
+    git_server.faults.stall_next = 5  # the server answers, then sends nothing
+    early = EarlyClone.start(ponos_env(pushed["url"]))
+    assert early is not None
+    assert early._transfer is not None
+    pgid = early._transfer.proc.pid
+    wait_for(lambda: any(r["method"] == "POST" for r in list(git_server.requests)), "git reached the server")
+    assert len(group_members(pgid)) >= 2  # git clone and the remote helper it started, waiting
+    early.close()
+    # SIGKILL to the whole group: every member ends (the kernel finishes each one asynchronously).
+    wait_for(lambda: group_members(pgid) == [], f"git processes left running: {group_members(pgid)}")
+    assert left_behind(tmpdir_) == []
+    early.close()  # idempotent
+
+
+@pytest.mark.parametrize(
+    ("env", "dry_run"),
+    [
+        ({"REPOSITORY_URL": ""}, False),
+        ({"REPOSITORY_EVENT": "/tmp/push.json"}, False),
+        ({"REPOSITORY_ALLOW_LOCAL": "1"}, False),
+        ({"REPOSITORY_AFTER": NULL_SHA}, False),
+        ({"REPOSITORY_REF": "refs/tags/v1"}, False),
+        ({"REPOSITORY_REF": "-upload-pack=touch"}, False),
+        ({"GIT_TIMEOUT": "soon"}, False),
+        ({"REPOSITORY_URL": "https://user:secret@example.com/workers.git"}, False),
+        ({"REPOSITORY_URL": "ext::sh -c touch% /tmp/pwned"}, False),
+        ({"PONOS_PROCESS": ""}, False),
+    ],
+    ids=[
+        "no-url",
+        "push-event",
+        "local-paths",
+        "deleted-ref",
+        "full-tag-ref",
+        "option-like-ref",
+        "bad-number",
+        "credentials-in-url",
+        "ext-transport",
+        "no-process",
+    ],
+)
+def test_no_early_clone_without_a_plain_environment(
+    pushed: dict[str, str], git_server: GitHTTPServer, tmpdir_: Path, env: dict[str, str], dry_run: bool
+) -> None:
+    assert EarlyClone.start({**ponos_env(pushed["url"]), **env}, dry_run=dry_run) is None
+    assert git_server.requests == []
+    assert left_behind(tmpdir_) == []
+
+
+def test_a_dry_run_needs_no_process(pushed: dict[str, str], tmpdir_: Path) -> None:
+    early = EarlyClone.start({"REPOSITORY_URL": pushed["url"]}, dry_run=True)
+    assert early is not None
+    early.close()
+    assert left_behind(tmpdir_) == []
+
+
+# --- the trigger, run as Ponos runs it -------------------------------------------------------------
+
+
+def test_a_trigger_run_clones_once(ponos: Ponos, pushed: dict[str, str], git_server: GitHTTPServer) -> None:
+    result = ponos.run_trigger({"REPOSITORY_URL": pushed["url"], "REPOSITORY_BEFORE": pushed["base"]})
+    assert result.code == 0, result.output
+    assert ponos.plan()["summary"]["created"] == 1
+    advertisements = [
+        r for r in git_server.requests if r["method"] == "GET" and r["path"].endswith("/info/refs")
+    ]
+    assert len(advertisements) == 1, git_server.requests
+
+
+def test_a_wrong_setting_leaves_no_clone_behind(
+    emulator, pushed: dict[str, str], git_server: GitHTTPServer, tmp_path: Path
+) -> None:
+    ponos = make_ponos(emulator, tmp_path / "data", {})
+    tmpdir = tmp_path / "tmpdir"
+    tmpdir.mkdir()
+    git_server.faults.stall_next = 5  # a clone that would not end on its own
+    result = ponos.run_trigger(
+        {
+            "REPOSITORY_URL": pushed["url"],
+            "REPOSITORY_BEFORE": pushed["base"],
+            "FAN_OUT_CONCURRENCY": "99",
+            "TMPDIR": str(tmpdir),
+        }
+    )
+    assert result.code == 2, result.output
+    errors = [line for line in result.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and "FAN_OUT_CONCURRENCY" in errors[0], result.stderr
+    assert list(tmpdir.iterdir()) == []
+    assert ponos.children() == []
+
+
+def test_ctrl_c_during_the_clone_stops_it(
+    ponos: Ponos, pushed: dict[str, str], git_server: GitHTTPServer, tmp_path: Path
+) -> None:
+    """The early clone runs in its own process group, out of a terminal's reach: Ctrl-C must stop it."""
+    tmpdir = tmp_path / "tmpdir"
+    tmpdir.mkdir()
+    git_server.faults.stall_next = 5
+    git_server.faults.stall_seconds = 60
+    env = {
+        **clean_env(),
+        "PYTHONUNBUFFERED": "1",
+        **ponos.env,
+        "REPOSITORY_URL": pushed["url"],
+        "REPOSITORY_BEFORE": pushed["base"],
+        "TMPDIR": str(tmpdir),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "git_import", "trigger"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:  # wait until the trigger waits on its clone
+            if "cloning" in line:
+                break
+        wait_for(
+            lambda: any(r["method"] == "POST" for r in list(git_server.requests)), "git reached the server"
+        )
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        try:
+            code = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            import os as _os
+
+            _os.system(
+                f"ps -eo pid,ppid,pgid,stat,cmd | grep -v grep | grep -E 'git|python' ; /work/main/.venv/bin/py-spy dump --pid {proc.pid} 2>&1 | head -60"
+            )
+            raise
+        assert code == 130
+        assert time.monotonic() - started < 30  # well before the stalled server would have let go
+        assert "interrupted" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    left = sorted(str(p.relative_to(tmpdir)) for p in tmpdir.rglob("*"))
+    assert left == [], left
