@@ -75,8 +75,8 @@ class EarlyClone:
         if not dry_run and not ((get("PONOS_PROCESS") or get("ARKINDEX_PROCESS_ID")) and get("PONOS_TASK")):
             return None  # the settings will refuse to run: contact no server first
         url, ref, token = get("REPOSITORY_URL"), get("REPOSITORY_REF"), get("REPOSITORY_TOKEN")
-        before = (get("REPOSITORY_BEFORE") or "").strip().lower()
-        after = (get("REPOSITORY_AFTER") or "").strip().lower()
+        before = (get("REPOSITORY_BEFORE") or "").strip()
+        after = (get("REPOSITORY_AFTER") or "").strip()
         if not url or after == NULL_SHA:
             return None
         try:

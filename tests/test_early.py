@@ -142,18 +142,18 @@ def test_closing_stops_a_running_clone_and_all_its_processes(
 
 
 @pytest.mark.parametrize(
-    ("env", "dry_run"),
+    "env",
     [
-        ({"REPOSITORY_URL": ""}, False),
-        ({"REPOSITORY_EVENT": "/tmp/push.json"}, False),
-        ({"REPOSITORY_ALLOW_LOCAL": "1"}, False),
-        ({"REPOSITORY_AFTER": NULL_SHA}, False),
-        ({"REPOSITORY_REF": "refs/tags/v1"}, False),
-        ({"REPOSITORY_REF": "-upload-pack=touch"}, False),
-        ({"GIT_TIMEOUT": "soon"}, False),
-        ({"REPOSITORY_URL": "https://user:secret@example.com/workers.git"}, False),
-        ({"REPOSITORY_URL": "ext::sh -c touch% /tmp/pwned"}, False),
-        ({"PONOS_PROCESS": ""}, False),
+        {"REPOSITORY_URL": ""},
+        {"REPOSITORY_EVENT": "/tmp/push.json"},
+        {"REPOSITORY_ALLOW_LOCAL": "1"},
+        {"REPOSITORY_AFTER": NULL_SHA},
+        {"REPOSITORY_REF": "refs/tags/v1"},
+        {"REPOSITORY_REF": "-upload-pack=touch"},
+        {"GIT_TIMEOUT": "soon"},
+        {"REPOSITORY_URL": "https://user:secret@example.com/workers.git"},
+        {"REPOSITORY_URL": "ext::sh -c touch% /tmp/pwned"},
+        {"PONOS_PROCESS": ""},
     ],
     ids=[
         "no-url",
@@ -169,9 +169,9 @@ def test_closing_stops_a_running_clone_and_all_its_processes(
     ],
 )
 def test_no_early_clone_without_a_plain_environment(
-    pushed: dict[str, str], git_server: GitHTTPServer, tmpdir_: Path, env: dict[str, str], dry_run: bool
+    pushed: dict[str, str], git_server: GitHTTPServer, tmpdir_: Path, env: dict[str, str]
 ) -> None:
-    assert EarlyClone.start({**ponos_env(pushed["url"]), **env}, dry_run=dry_run) is None
+    assert EarlyClone.start({**ponos_env(pushed["url"]), **env}) is None
     assert git_server.requests == []
     assert left_behind(tmpdir_) == []
 
