@@ -4,7 +4,7 @@
                                   --push 500 --runs 3 --delay 0.02] [--quick]
 
 It generates (and caches under bench/.cache/) synthetic repositories with `git fast-import`, serves
-them with `git http-backend` on 127.0.0.1 (git_import.gitserver, in a thread of this process),
+them with `git http-backend` on 127.0.0.1 (git_import.local.gitserver, in a thread of this process),
 starts the Arkindex emulator in its own process with a delay on each CreateTask, and measures each
 case as a child process: wall time, peak RSS of its whole process tree (sampled from /proc every
 10 ms) and bytes the Git server sent. Cases, run round-robin `--runs` times:
@@ -51,7 +51,7 @@ sys.path.insert(0, str(ROOT))
 
 from generate import WORKER_PATH, RepoSpec, ensure_repo, repo_size, rev_parse  # noqa: E402
 
-from git_import.gitserver import GitHTTPServer  # noqa: E402
+from git_import.local.gitserver import GitHTTPServer  # noqa: E402
 from git_import.settings import SETTING_PREFIXES  # noqa: E402
 
 CACHE = BENCH / ".cache"
@@ -246,7 +246,7 @@ class EmulatorProcess:
             [
                 sys.executable,
                 "-m",
-                "git_import.emulator",
+                "git_import.local.emulator",
                 "--port",
                 "0",
                 "--create-task-delay",
@@ -444,9 +444,7 @@ def python_startup(runs: int = 5) -> dict[str, Any]:
             times.append(time.perf_counter() - start)
         return statistics.median(times)
 
-    imports = (
-        "import git_import.cli, git_import.settings, git_import.trigger, git_import.api, git_import.revision"
-    )
+    imports = "import git_import.cli, git_import.settings, git_import.trigger, git_import.arkindex, git_import.revision"
     result = {"python_bare_s": timed("pass"), "python_with_imports_s": timed(imports)}
     proc = subprocess.run(
         [sys.executable, "-X", "importtime", "-c", imports],

@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     early = None
     try:
         if command == "demo":
-            from git_import.demo import run_demo
+            from git_import.local.demo import run_demo
 
             return run_demo(repository_url=args.repository_url, ref=args.ref, revisions=args.revisions)
 

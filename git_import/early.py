@@ -24,8 +24,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from git_import.errors import ConfigError
-from git_import.gitrepo import GitEnv, GitError, Repo, Transfer, clone_what
-from git_import.urls import NULL_SHA, check_ref, check_repository_url, clone_branch
+from git_import.git.repo import GitEnv, GitError, Repo, Transfer, clone_what
+from git_import.rules.urls import NULL_SHA, check_ref, check_repository_url, clone_branch
 
 # Commits only, even with a path filter: the trigger fetches the trees of the pushed range alone.
 CLONE_FILTER = "tree:0"

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from git_import.errors import ConfigError
-from git_import.urls import NULL_SHA
+from git_import.rules.urls import NULL_SHA
 
 
 def _first(*values: Any) -> str | None:

@@ -6,6 +6,8 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from git_import.redact import ScrubFilter
 
@@ -44,3 +46,24 @@ def setup_logging(fmt: str = "text", level: int = logging.INFO) -> None:
     # Libraries log their own retries in their own words; ours say more.
     for noisy in ("urllib3", "arkindex", "requests"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class Timings:
+    """Wall time of each phase, for the closing summary line."""
+
+    def __init__(self) -> None:
+        self.phases: dict[str, float] = {}
+        self.started = time.monotonic()
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.phases[name] = self.phases.get(name, 0.0) + time.monotonic() - start
+
+    def __str__(self) -> str:
+        parts = [f"{name} {seconds:.2f}s" for name, seconds in self.phases.items()]
+        parts.append(f"total {time.monotonic() - self.started:.2f}s")
+        return ", ".join(parts)

@@ -14,8 +14,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from git_import.api import APIError, ArkindexAPI
-from git_import.configuration import (
+from git_import.arkindex import APIError, ArkindexAPI
+from git_import.errors import EXIT_FAILURE, EXIT_OK, ConfigError, FatalError
+from git_import.git.repo import GitEnv, GitError, Repo, git_env_for, with_retries
+from git_import.logs import Timings
+from git_import.rules.configuration import (
     CONFIG_DIR,
     LEGACY_FILE,
     MAX_FILE_SIZE,
@@ -25,11 +28,8 @@ from git_import.configuration import (
     image_for,
     read_configuration,
 )
-from git_import.errors import EXIT_FAILURE, EXIT_OK, ConfigError, FatalError
-from git_import.gitrepo import GitEnv, GitError, Repo, with_retries
+from git_import.rules.urls import branch_and_tag, check_repository_url, revision_url, web_url
 from git_import.settings import Settings
-from git_import.trigger import Timings, git_env_for
-from git_import.urls import branch_and_tag, check_repository_url, revision_url, web_url
 
 logger = logging.getLogger(__name__)
 

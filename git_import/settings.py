@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from git_import.errors import ConfigError
 from git_import.redact import register_secret
-from git_import.urls import NULL_SHA, is_full_hash
+from git_import.rules.urls import NULL_SHA, is_full_hash
 
 # How to fix each setting, used in the one-line error a wrong value gets.
 _FIXES: dict[str, str] = {

@@ -9,23 +9,22 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from git_import import selection as sel
 from git_import.early import CLONE_FILTER, EarlyClone, clone_depth
 from git_import.errors import EXIT_FAILURE, EXIT_OK, ConfigError, FatalError
-from git_import.gitrepo import Commit, GitEnv, GitError, Repo, with_retries
-from git_import.plan import CREATED, EXISTING, FAILED, NEW, Plan, PlanItem, build_plan
+from git_import.git.repo import Commit, GitEnv, GitError, Repo, git_env_for, with_retries
+from git_import.logs import Timings
+from git_import.rules import selection as sel
+from git_import.rules.plan import CREATED, EXISTING, FAILED, NEW, Plan, PlanItem, build_plan
+from git_import.rules.urls import NULL_SHA, check_pathspecs, check_ref, check_repository_url, clone_branch
 from git_import.settings import Settings
-from git_import.urls import NULL_SHA, check_pathspecs, check_ref, check_repository_url, clone_branch
 
 if TYPE_CHECKING:  # the API layer (requests, arkindex-client) is imported while the clone runs
-    from git_import.api import APIConfigError, ArkindexAPI
+    from git_import.arkindex import APIConfigError, ArkindexAPI
 
 logger = logging.getLogger(__name__)
 
@@ -34,41 +33,10 @@ TARGET_REF = "refs/import/target"
 PROGRESS_INTERVAL = 5.0
 
 
-class Timings:
-    """Wall time of each phase, for the closing summary line."""
-
-    def __init__(self) -> None:
-        self.phases: dict[str, float] = {}
-        self.started = time.monotonic()
-
-    @contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        start = time.monotonic()
-        try:
-            yield
-        finally:
-            self.phases[name] = self.phases.get(name, 0.0) + time.monotonic() - start
-
-    def __str__(self) -> str:
-        parts = [f"{name} {seconds:.2f}s" for name, seconds in self.phases.items()]
-        parts.append(f"total {time.monotonic() - self.started:.2f}s")
-        return ", ".join(parts)
-
-
 @dataclass
 class Target:
     ref: str | None  # full ref, or None when only a commit was given
     commit: str
-
-
-def git_env_for(settings: Settings) -> GitEnv:
-    return GitEnv(
-        username=settings.repository_username,
-        token=settings.token,
-        allow_local=settings.repository_allow_local,
-        stall_timeout=settings.git_stall_timeout,
-        timeout=settings.git_timeout,
-    )
 
 
 def _resolve_ref(repo: Repo, ref: str) -> tuple[str | None, str | None]:
@@ -279,7 +247,7 @@ def _fan_out(api: ArkindexAPI, plan: Plan, bodies: dict[str, dict[str, Any]], co
 
     A rejected token or permission (401/403, exit 2) stops the fan-out at once: no new request is sent,
     and the error is raised once the pool is idle (revisions not tried stay new in the plan)."""
-    from git_import.api import APIConfigError
+    from git_import.arkindex import APIConfigError
 
     todo = [item for item in plan.items if item.state == NEW]
     total = len(todo)
@@ -399,7 +367,7 @@ def run_trigger(
         process_id, task_id = settings.require_process()
 
     def read_process() -> tuple[ArkindexAPI | None, dict[str, str]]:
-        from git_import.api import ArkindexAPI
+        from git_import.arkindex import ArkindexAPI
 
         with timings.phase("process"):
             if not dry_run:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from git_import.emulator import Emulator
-from git_import.gitserver import GitHTTPServer
-from git_import.sample import RepoBuilder
+from git_import.local.emulator import Emulator
+from git_import.local.gitserver import GitHTTPServer
+from git_import.local.sample import RepoBuilder
 from git_import.settings import SETTING_PREFIXES
 
 REPO_TOKEN = "glpat-S3CRET-repo-token-4242"  # distinctive, so leaks are easy to find

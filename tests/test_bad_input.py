@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from git_import.gitserver import GitHTTPServer
-from git_import.sample import RepoBuilder, worker_yaml
+from git_import.local.gitserver import GitHTTPServer
+from git_import.local.sample import RepoBuilder, worker_yaml
 
 from conftest import Ponos, Result, run_tool
 

@@ -1,4 +1,4 @@
-"""Fast direct tests of the pure parts of git_import/configuration.py: the image template check and the
+"""Fast direct tests of the pure parts of git_import/rules/configuration.py: the image template check and the
 safety checks on configuration files (size, UTF-8, aliases, symlinks, duplicate slugs), then the two
 formats. Trees and blobs are given as data, exactly as `git ls-tree` and `git cat-file` return them."""
 
@@ -8,15 +8,15 @@ import hashlib
 
 import pytest
 
-from git_import.configuration import (
+from git_import.errors import ConfigError
+from git_import.local.sample import worker_yaml
+from git_import.rules.configuration import (
     MAX_FILE_SIZE,
     check_image_template,
     image_for,
     parse_yaml,
     read_configuration,
 )
-from git_import.errors import ConfigError
-from git_import.sample import worker_yaml
 
 HASH = "0123456789abcdef0123456789abcdef01234567"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from git_import.sample import RepoBuilder, worker_yaml
+from git_import.local.sample import RepoBuilder, worker_yaml
 
 from conftest import run_tool
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from git_import.early import EarlyClone
-from git_import.gitrepo import GitEnv, GitError
-from git_import.gitserver import GitHTTPServer
-from git_import.sample import RepoBuilder, worker_yaml
+from git_import.git.repo import GitEnv, GitError
+from git_import.local.gitserver import GitHTTPServer
+from git_import.local.sample import RepoBuilder, worker_yaml
 
 from conftest import REPO_TOKEN, Ponos, clean_env, make_ponos
 

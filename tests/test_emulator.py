@@ -14,9 +14,9 @@ import requests
 from arkindex import ArkindexClient
 from arkindex.exceptions import ArkindexConflictError, ArkindexServerError, ErrorResponse
 
-from git_import.emulator import Emulator, Faults
-from git_import.emulator.__main__ import usage_text
-from git_import.emulator.schema import OPERATIONS, openapi_schema
+from git_import.local.emulator import Emulator, Faults
+from git_import.local.emulator.__main__ import usage_text
+from git_import.local.emulator.schema import OPERATIONS, openapi_schema
 
 PROCESS_ENV = {"REPOSITORY_URL": "https://git.example.com/group/repo", "GIT_TOKEN": "s3cret"}
 
@@ -583,7 +583,7 @@ def test_usage_text_mentions_admin_endpoints():
 
 def test_main_serves_until_interrupted():
     proc = subprocess.Popen(
-        [sys.executable, "-m", "git_import.emulator", "--port", "0", "--create-task-delay", "0.01"],
+        [sys.executable, "-m", "git_import.local.emulator", "--port", "0", "--create-task-delay", "0.01"],
         stdout=subprocess.PIPE,
         text=True,
         cwd=Path(__file__).resolve().parents[1],

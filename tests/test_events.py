@@ -9,8 +9,8 @@ import pytest
 
 from git_import.errors import ConfigError
 from git_import.events import settings_from_event
-from git_import.gitserver import GitHTTPServer
-from git_import.sample import RepoBuilder, worker_yaml
+from git_import.local.gitserver import GitHTTPServer
+from git_import.local.sample import RepoBuilder, worker_yaml
 
 from conftest import Ponos, run_tool
 

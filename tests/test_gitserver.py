@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from git_import.gitserver import GitFaults, GitHTTPServer
+from git_import.local.gitserver import GitFaults, GitHTTPServer
 
 GIT = shutil.which("git")
 pytestmark = pytest.mark.skipif(GIT is None, reason="git is not installed")
@@ -355,7 +355,7 @@ def test_short_stall_then_recovery(server: GitHTTPServer, env: dict[str, str], t
 
 def test_command_line(repos: dict[str, Path], env: dict[str, str]) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "git_import.gitserver", str(repos["root"]), "--token", TOKEN],
+        [sys.executable, "-m", "git_import.local.gitserver", str(repos["root"]), "--token", TOKEN],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

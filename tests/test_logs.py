@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from git_import import gitrepo, trigger
-from git_import.gitserver import GitHTTPServer
-from git_import.sample import RepoBuilder, worker_yaml
+from git_import import trigger
+from git_import.git import repo as gitrepo
+from git_import.local.gitserver import GitHTTPServer
+from git_import.local.sample import RepoBuilder, worker_yaml
 from git_import.settings import SETTING_PREFIXES, load_settings
 
 from conftest import Ponos, Result, run_tool

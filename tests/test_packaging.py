@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 import git_import
-from git_import.gitserver import GitHTTPServer
-from git_import.sample import RepoBuilder
+from git_import.local.gitserver import GitHTTPServer
+from git_import.local.sample import RepoBuilder
 from git_import.settings import settings_reference
 
 from conftest import clean_env

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from git_import.emulator import Emulator, Faults
-from git_import.gitserver import GitFaults, GitHTTPServer
-from git_import.sample import RepoBuilder, worker_yaml
+from git_import.local.emulator import Emulator, Faults
+from git_import.local.gitserver import GitFaults, GitHTTPServer
+from git_import.local.sample import RepoBuilder, worker_yaml
 
 from conftest import REPO_TOKEN, Ponos, Result, clean_env, make_ponos
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from git_import.configuration import MAX_FILE_SIZE
-from git_import.emulator import Emulator
-from git_import.gitrepo import GitEnv, GitError, Repo
-from git_import.gitserver import GitHTTPServer
-from git_import.sample import RepoBuilder, worker_yaml
+from git_import.git.repo import GitEnv, GitError, Repo
+from git_import.local.emulator import Emulator
+from git_import.local.gitserver import GitHTTPServer
+from git_import.local.sample import RepoBuilder, worker_yaml
+from git_import.rules.configuration import MAX_FILE_SIZE
 
 from conftest import REPO_TOKEN, Ponos, Result, make_ponos
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from git_import.emulator import Emulator
-from git_import.gitrepo import GitEnv
-from git_import.gitserver import GitFaults, GitHTTPServer
+from git_import.git.repo import GitEnv
+from git_import.local.emulator import Emulator
+from git_import.local.gitserver import GitFaults, GitHTTPServer
+from git_import.local.sample import RepoBuilder, worker_yaml
 from git_import.redact import MASK, ScrubFilter, register_secret, scrub
-from git_import.sample import RepoBuilder, worker_yaml
 
 from conftest import REPO_TOKEN, Ponos, Result, make_ponos
 

@@ -7,10 +7,10 @@ import json
 import pytest
 
 from git_import.errors import ConfigError
-from git_import.gitrepo import Commit
-from git_import.plan import CREATED, EXISTING, FAILED, NEW, build_plan
-from git_import.selection import NEW_BRANCH, PUSH, REWRITTEN, Selection, select_push, select_target
-from git_import.urls import (
+from git_import.git.repo import Commit
+from git_import.rules.plan import CREATED, EXISTING, FAILED, NEW, build_plan
+from git_import.rules.selection import NEW_BRANCH, PUSH, REWRITTEN, Selection, select_push, select_target
+from git_import.rules.urls import (
     branch_and_tag,
     check_pathspecs,
     check_ref,

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from git_import.emulator import Emulator
-from git_import.gitrepo import GitEnv, Repo
-from git_import.gitserver import GitHTTPServer
-from git_import.sample import RepoBuilder, worker_yaml
+from git_import.git.repo import GitEnv, Repo
+from git_import.local.emulator import Emulator
+from git_import.local.gitserver import GitHTTPServer
+from git_import.local.sample import RepoBuilder, worker_yaml
 
 from conftest import REPO_TOKEN, Ponos, Result, make_ponos, run_tool
 

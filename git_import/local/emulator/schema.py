@@ -150,7 +150,7 @@ def openapi_schema() -> dict[str, Any]:
         "info": {
             "title": "Arkindex API (git-import emulator)",
             "version": "emulated",
-            "description": "Assumed subset of the Arkindex REST API; see git_import/emulator/schema.py.",
+            "description": "Assumed subset of the Arkindex REST API; see git_import/local/emulator/schema.py.",
         },
         "paths": {
             "/api/v1/process/{id}/": {

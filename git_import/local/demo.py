@@ -15,11 +15,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from git_import.emulator import Emulator
 from git_import.errors import EXIT_FAILURE, EXIT_OK, ConfigError
-from git_import.gitrepo import GitEnv, Repo
-from git_import.gitserver import GitHTTPServer
-from git_import.sample import make_sample
+from git_import.git.repo import GitEnv, Repo
+from git_import.local.emulator import Emulator
+from git_import.local.gitserver import GitHTTPServer
+from git_import.local.sample import make_sample
 
 logger = logging.getLogger(__name__)
 

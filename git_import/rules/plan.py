@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from git_import.gitrepo import Commit
-from git_import.selection import Selection
-from git_import.urls import task_slug
+from git_import.git.repo import Commit
+from git_import.rules.selection import Selection
+from git_import.rules.urls import task_slug
 
 NEW = "new"  # would be created (dry run) or not created yet
 CREATED = "created"

@@ -26,10 +26,13 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from git_import.errors import ConfigError, FatalError
 from git_import.redact import scrub
+
+if TYPE_CHECKING:
+    from git_import.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -652,3 +655,13 @@ def with_retries(
             if cleanup is not None:
                 cleanup()
             time.sleep(delay)
+
+
+def git_env_for(settings: Settings) -> GitEnv:
+    return GitEnv(
+        username=settings.repository_username,
+        token=settings.token,
+        allow_local=settings.repository_allow_local,
+        stall_timeout=settings.git_stall_timeout,
+        timeout=settings.git_timeout,
+    )

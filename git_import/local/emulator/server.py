@@ -1,7 +1,7 @@
 """An embedded, Arkindex-compatible HTTP server for tests, the demo and the benchmark.
 
 It speaks the subset of the Arkindex REST API described in ``CONTRACT.md`` §3 (the paths and
-shapes are declared in :mod:`git_import.emulator.schema`), over real HTTP on a local port, so that
+shapes are declared in :mod:`git_import.local.emulator.schema`), over real HTTP on a local port, so that
 the real ``arkindex-client`` can talk to it. State lives in memory behind one lock.
 
 Faults (errors, dropped connections, latency, a racing concurrent trigger) can be injected at
@@ -42,7 +42,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from git_import.emulator.schema import (
+from git_import.local.emulator.schema import (
     MAX_IMAGE_LENGTH,
     MAX_SLUG_LENGTH,
     OPERATIONS,

@@ -1,7 +1,7 @@
 """The Arkindex API layer: every call goes through `arkindex-client`, by operationId.
 
 The facts of the API that are [assumed] in ../shared/CONTRACT.md and that this code depends on are kept
-in this module (and in the emulator's schema, `git_import/emulator/schema.py`):
+in this module (and in the emulator's schema, `git_import/local/emulator/schema.py`):
 - the operationIds below and the bodies they take;
 - a duplicate task slug in a process run is answered `400` with an error on the `slug` field;
 - `RetrieveProcess` lists the process' tasks with their `slug`, so a re-run can find what exists.

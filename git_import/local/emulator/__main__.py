@@ -1,4 +1,4 @@
-"""``python -m git_import.emulator [--host H] [--port N] [--create-task-delay S]``.
+"""``python -m git_import.local.emulator [--host H] [--port N] [--create-task-delay S]``.
 
 Starts an empty emulator, prints its URL and how to seed it, and serves until Ctrl-C.
 """
@@ -9,12 +9,12 @@ import argparse
 import sys
 import threading
 
-from git_import.emulator.server import Emulator, Faults
+from git_import.local.emulator.server import Emulator, Faults
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m git_import.emulator",
+        prog="python -m git_import.local.emulator",
         description="Serve an in-memory, Arkindex-compatible API (the subset the Git import task uses).",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")

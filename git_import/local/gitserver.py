@@ -23,7 +23,7 @@ Usage::
 
 or from a shell (prints the base URL, serves until Ctrl-C)::
 
-    python -m git_import.gitserver ROOT [--port N] [--token T] [--username U]
+    python -m git_import.local.gitserver ROOT [--port N] [--token T] [--username U]
 """
 
 from __future__ import annotations
@@ -715,7 +715,8 @@ def _shutdown_socket(conn: socket.socket) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Serve ``ROOT`` until interrupted, printing the base URL on the first line of stdout."""
     parser = argparse.ArgumentParser(
-        prog="python -m git_import.gitserver", description="Serve bare Git repositories over smart HTTP."
+        prog="python -m git_import.local.gitserver",
+        description="Serve bare Git repositories over smart HTTP.",
     )
     parser.add_argument("root", type=Path, help="directory holding the bare repositories (e.g. ROOT/x.git)")
     parser.add_argument("--host", default="127.0.0.1")

@@ -1,9 +1,9 @@
 """An embedded Arkindex-compatible HTTP server, for tests, the demo and the benchmark.
 
 Stdlib only (plus PyYAML to check imported worker configurations). Its API paths and shapes are
-our [assumed] reconstruction of Arkindex's, kept in :mod:`git_import.emulator.schema`.
+our [assumed] reconstruction of Arkindex's, kept in :mod:`git_import.local.emulator.schema`.
 """
 
-from git_import.emulator.server import Emulator, Faults
+from git_import.local.emulator.server import Emulator, Faults
 
 __all__ = ["Emulator", "Faults"]
