@@ -11,10 +11,11 @@ import json
 import logging
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from git_import.arkindex import APIError, ArkindexAPI
+from git_import.arkindex import ArkindexAPI
 from git_import.errors import EXIT_FAILURE, EXIT_OK, ConfigError, FatalError
 from git_import.git.repo import GitEnv, GitError, Repo, git_env_for, with_retries
 from git_import.logs import Timings
@@ -143,93 +144,127 @@ def register_worker(
     return entry
 
 
-def run_revision(settings: Settings) -> int:
-    """Run the per-revision import; returns the exit status."""
-    timings = Timings()
+@dataclass
+class Source:
+    """Where the revision comes from and what its versions are registered with, checked before any I/O."""
+
+    commit: str
+    url: str
+    template: str
+    branch: str | None
+    tag: str | None
+    revision_url: str
+
+
+def check_source(settings: Settings) -> Source:
+    """Every setting the revision task needs, checked before anything is fetched or registered."""
     commit = settings.repository_revision
     if not commit:
         raise ConfigError(
             "no revision to import",
             hint="give the commit hash as `arkindex-git-import revision <hash>` or set REPOSITORY_REVISION",
         )
-    ref = settings.repository_ref
+    url = check_repository_url(settings.require_repository(), allow_local=settings.repository_allow_local)
+    template = check_image_template(settings.worker_image_template)
+    settings.require_api()
+    branch, tag = branch_and_tag(settings.repository_ref)
+    return Source(commit, url, template, branch, tag, revision_url(url, commit))
+
+
+def read_source(settings: Settings, source: Source, timings: Timings) -> Configuration:
+    """Fetch the commit and read its worker configuration, in a folder removed afterwards."""
+    with git_env_for(settings) as git_env, tempfile.TemporaryDirectory(prefix="git-import-") as tmp:
+        with timings.phase("fetch"):
+            logger.info("revision %s: fetching from %s", source.commit, source.url)
+            repo = fetch_revision(settings, git_env, Path(tmp), source.url, source.commit)
+        with timings.phase("read"):
+            return read_revision_configuration(settings, repo, source.commit)
+
+
+def register_all(
+    settings: Settings, source: Source, workers: list[WorkerFile], report: dict[str, Any]
+) -> None:
+    """Register every worker; a refusal of one worker is reported and the others go on. A refused
+    token (exit 2) stops the task: every other worker would be refused the same way."""
+    api = ArkindexAPI(settings)
+    repository = web_url(source.url)
+    short = source.commit[:10]
+    for worker in workers:
+        image = image_for(
+            source.template, slug=worker.slug, commit=source.commit, ref_name=source.branch or source.tag
+        )
+        try:
+            entry = register_worker(
+                api,
+                worker,
+                repository=repository,
+                rev_url=source.revision_url,
+                update_worker=settings.worker_update,
+                image=image,
+                branch=source.branch,
+                tag=source.tag,
+            )
+        except FatalError as exc:
+            if exc.exit_code == ConfigError.exit_code:
+                raise
+            report["errors"].append({"file": worker.path, "slug": worker.slug, "message": str(exc)})
+            logger.error("revision %s: worker %s (%s): %s", short, worker.slug, worker.path, exc)
+            continue
+        report["workers"].append(entry)
+        updated = f"; updated {'; '.join(entry['updated'])}" if entry["updated"] else ""
+        logger.info(
+            "revision %s: worker %s → version %s (%s%s)",
+            short,
+            worker.slug,
+            entry["version_id"],
+            entry["version"],
+            updated,
+        )
+
+
+def run_revision(settings: Settings) -> int:
+    """Run the per-revision import; returns the exit status."""
+    timings = Timings()
     report: dict[str, Any] = {
-        "revision": commit,
+        "revision": settings.repository_revision,
         "repository_url": None,
-        "ref": ref,
+        "ref": settings.repository_ref,
         "revision_url": None,
         "configuration": None,
         "workers": [],
         "errors": [],
     }
     try:
-        url = check_repository_url(settings.require_repository(), allow_local=settings.repository_allow_local)
-        report["repository_url"] = url
-        template = check_image_template(settings.worker_image_template)
-        settings.require_api()
-        branch, tag = branch_and_tag(ref)
-        rev_url = report["revision_url"] = revision_url(url, commit)
-        with git_env_for(settings) as git_env, tempfile.TemporaryDirectory(prefix="git-import-") as tmp:
-            with timings.phase("fetch"):
-                logger.info("revision %s: fetching from %s", commit, url)
-                repo = fetch_revision(settings, git_env, Path(tmp), url, commit)
-            with timings.phase("read"):
-                config = read_revision_configuration(settings, repo, commit)
+        source = check_source(settings)
+        report["repository_url"], report["revision_url"] = source.url, source.revision_url
+        config = read_source(settings, source, timings)
         report["configuration"] = config.format
         report["errors"].extend(config.errors)
         for error in config.errors:
-            logger.error("revision %s: %s: %s", commit[:10], error["file"], error["message"])
+            logger.error("revision %s: %s: %s", source.commit[:10], error["file"], error["message"])
         if config.format == "none":
             logger.info(
                 "revision %s: no worker configuration (no %s/*.yml or %s): nothing to import",
-                commit[:10],
+                source.commit[:10],
                 CONFIG_DIR,
                 LEGACY_FILE,
             )
             return EXIT_OK
         if not config.workers:
-            logger.error("revision %s: no valid worker configuration: nothing registered", commit[:10])
+            logger.error("revision %s: no valid worker configuration: nothing registered", source.commit[:10])
             return EXIT_FAILURE
         with timings.phase("register"):
-            api = ArkindexAPI(settings)
-            repository = web_url(url)
-            for worker in config.workers:
-                image = image_for(template, slug=worker.slug, commit=commit, ref_name=branch or tag)
-                try:
-                    entry = register_worker(
-                        api,
-                        worker,
-                        repository=repository,
-                        rev_url=rev_url,
-                        update_worker=settings.worker_update,
-                        image=image,
-                        branch=branch,
-                        tag=tag,
-                    )
-                except (APIError, FatalError) as exc:
-                    if exc.exit_code == ConfigError.exit_code:
-                        raise
-                    report["errors"].append(
-                        {"file": worker.path, "slug": worker.slug, "message": exc.message}
-                    )
-                    logger.error(
-                        "revision %s: worker %s (%s): %s", commit[:10], worker.slug, worker.path, exc
-                    )
-                    continue
-                report["workers"].append(entry)
-                logger.info(
-                    "revision %s: worker %s → version %s (%s%s)",
-                    commit[:10],
-                    worker.slug,
-                    entry["version_id"],
-                    entry["version"],
-                    f"; updated {'; '.join(entry['updated'])}" if entry["updated"] else "",
-                )
+            register_all(settings, source, config.workers, report)
     except FatalError as exc:
         report["errors"].append({"file": None, "message": str(exc)})
         raise
     finally:
         _write_report(settings, report)
+    return _summary(source.commit, report, timings)
+
+
+def _summary(commit: str, report: dict[str, Any], timings: Timings) -> int:
+    """The closing lines: what was registered, and what to do about what was not."""
     status = EXIT_FAILURE if report["errors"] else EXIT_OK
     logger.info(
         "revision %s %s: %d worker(s) registered (%d new version(s), %d existing), %d error(s); timings: %s",

@@ -98,12 +98,20 @@ class Settings(BaseSettings):
     arkindex_task_token: SecretStr | None = Field(
         None,
         validation_alias="ARKINDEX_TASK_TOKEN",
-        description="The task's own token (`Authorization: Ponos …`); preferred over `ARKINDEX_API_TOKEN`.",
+        description="The task's own token (`Authorization: Ponos …`), set by Ponos: used for `RetrieveProcess` and "
+        "`CreateTask`, and for the worker operations when `ARKINDEX_API_TOKEN` is not set.",
     )
     arkindex_api_token: SecretStr | None = Field(
         None,
         validation_alias="ARKINDEX_API_TOKEN",
-        description="A user API token (`Authorization: Token …`), for runs outside Ponos.",
+        description="A user API token (`Authorization: Token …`): used for the worker operations (real instances may "
+        "refuse a task token there: set it in the process environment), and for everything outside Ponos.",
+    )
+    arkindex_api_auth_scheme: str | None = Field(
+        None,
+        validation_alias="ARKINDEX_API_AUTH_SCHEME",
+        description="Overrides the scheme sent with `ARKINDEX_API_TOKEN` (or with the task token when it is the only "
+        "token), as `arkindex-client` does.",
     )
     arkindex_api_schema_url: str | None = Field(
         None,

@@ -277,7 +277,7 @@ def _fan_out(api: ArkindexAPI, plan: Plan, bodies: dict[str, dict[str, Any]], co
                 assert task is not None
                 item.state, item.task_id = CREATED, str(task["id"])
             else:
-                item.state = EXISTING
+                item.state, item.task_id = EXISTING, str(task["id"]) if task else None
                 logger.info("task %s already exists (a retry of ours, or another run): skipped", item.slug)
         except APIConfigError as exc:
             # The token or its rights are wrong: every other request would fail the same way.
