@@ -42,7 +42,7 @@ RETRIEVE_VERSION = "RetrieveWorkerVersion"
 UPDATE_VERSION = "PartialUpdateWorkerVersion"
 LIST_VERSIONS = "ListWorkerVersions"
 
-# Ponos operations: the running task's own token (`Ponos` scheme) [CONTRACT §3].
+# Ponos operations: the running task's own token (`Ponos` scheme) (docs/arkindex-api.md).
 TASK_OPERATIONS = frozenset({RETRIEVE_PROCESS, CREATE_TASK})
 # Worker registration: real instances may refuse a task token there (Arkindex backend #1451, #1531),
 # so a user token set in the process environment (ARKINDEX_API_TOKEN) is preferred.
@@ -90,7 +90,7 @@ class Credential:
 
 
 def credential_for(settings: Settings, operation: str) -> Credential:
-    """The token an operation is called with [CONTRACT §3, "Which token for which operation"].
+    """The token an operation is called with (docs/arkindex-api.md, "Which token for which operation").
 
     Ponos operations use the task token; worker operations use ARKINDEX_API_TOKEN when it is set, since
     real instances may refuse a task token there. Either falls back on the other token. The scheme is

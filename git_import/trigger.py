@@ -164,7 +164,7 @@ def select(
     target: Target,
     paths: list[str],
 ) -> sel.Selection:
-    """Choose the revisions to import (CONTRACT: first-parent commits after `before`, or the target alone)."""
+    """Choose the revisions to import (first-parent commits after `before`, or the target alone)."""
 
     def read_tip() -> Commit:
         return repo.first_parent_log(target.commit, limit=1)[0]
@@ -315,7 +315,7 @@ def task_body(
     settings: Settings, process_id: str, parent: str, item: PlanItem, url: str, ref: str | None, newest: bool
 ) -> dict[str, Any]:
     """The CreateTask body of one revision. The process environment reaches the child through the
-    server [CONTRACT §2]: no secret is ever copied here. Only the newest revision's task updates the
+    server (docs/arkindex-api.md, the environment): no secret is ever copied here. Only the newest revision's task updates the
     workers' attributes: sibling tasks run in any order, and an older one must not win."""
     env = {
         "REPOSITORY_REVISION": item.revision.hash,

@@ -1,4 +1,4 @@
-"""Worker configuration files of one revision (CONTRACT §4): find, check, validate, convert.
+"""Worker configuration files of one revision (the current `arkindex/*.yml` format and the legacy `.arkindex.yml`): find, check, validate, convert.
 
 Safety checks on raw files (size, symlink, UTF-8, YAML aliases, duplicate slugs) come before any
 API write and stop the whole revision; a file the validator rejects only fails its own worker.
