@@ -35,15 +35,11 @@ RUN apt-get update \
 
 WORKDIR /src
 
-# Dependencies in their own layer: only pyproject.toml and a stub package, so that a change to the
-# source does not reinstall them.
-COPY pyproject.toml ./
-RUN mkdir git_import \
-    && echo '__version__ = "0"' > git_import/__init__.py \
-    && touch README.md \
-    && pip install --no-cache-dir . \
-    && pip uninstall -y arkindex-git-import \
-    && rm -rf /src/*
+# Dependencies in their own layer, exactly as locked: every package pinned with its hashes in
+# requirements.lock (pip-compile from pyproject.toml: `make lock`), so that an image built next month
+# holds the same packages, and a tampered download fails the build.
+COPY requirements.lock ./
+RUN pip install --no-cache-dir --require-hashes --only-binary=:all: -r requirements.lock
 
 # The package itself, without touching the dependencies installed above.
 COPY pyproject.toml README.md ./

@@ -15,6 +15,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import tomllib
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 import git_import
 from git_import.local.gitserver import GitHTTPServer
@@ -228,3 +231,42 @@ def test_console_script_prints_the_whole_dry_run_plan_into_a_pipe(
     assert proc.returncode == 0, proc.stderr
     plan = json.loads(proc.stdout)
     assert [revision["hash"] for revision in plan["revisions"]] == pushed
+
+
+# --- the lock file the image installs ----------------------------------------------------------------
+
+
+def test_lock_file_pins_every_dependency_with_hashes() -> None:
+    """requirements.lock (what the Dockerfile installs) agrees with pyproject.toml: every dependency is
+    pinned to a version its specifier allows, the lock names no direct dependency pyproject dropped, and
+    every package carries hashes. After changing dependencies, `make lock` regenerates it."""
+    declared = {
+        canonicalize_name(r.name): r
+        for r in map(
+            Requirement, tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+        )
+    }
+    lines = (ROOT / "requirements.lock").read_text().splitlines()
+    body = "\n".join(lines[next(i for i, line in enumerate(lines) if line[:1].isalnum()) :])
+    entries = re.split(r"\n(?=[A-Za-z0-9])", body.strip())
+    pinned: dict[str, str] = {}
+    direct: set[str] = set()
+    for entry in entries:
+        name, version = re.match(r"([A-Za-z0-9_.\-]+)==(\S+)", entry).groups()
+        assert "--hash=sha256:" in entry, f"{name} has no hash in requirements.lock"
+        pinned[canonicalize_name(name)] = version
+        if "arkindex-git-import (pyproject.toml)" in entry:
+            direct.add(canonicalize_name(name))
+    for name, requirement in declared.items():
+        assert name in pinned, f"{name} is a dependency but is not in requirements.lock: run `make lock`"
+        assert requirement.specifier.contains(pinned[name], prereleases=True), (
+            f"requirements.lock pins {name}=={pinned[name]}, outside {requirement}: run `make lock`"
+        )
+    assert direct == set(declared), "requirements.lock is not pyproject.toml's: run `make lock`"
+    copies = {args.split()[0] for op, args in instructions() if op == "COPY"}
+    assert "requirements.lock" in copies
+    assert any(
+        "--require-hashes" in args and "requirements.lock" in args
+        for op, args in instructions()
+        if op == "RUN"
+    )
