@@ -284,8 +284,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _abort_connection(self) -> None:
         self.close_connection = True
-        with contextlib.suppress(OSError):
-            self.connection.shutdown(socket.SHUT_RDWR)
+        _shutdown_socket(self.connection)
 
     def _stall(self, git: GitHTTPServer) -> None:
         self.send_response(200)
@@ -308,10 +307,10 @@ class _Handler(BaseHTTPRequestHandler):
             remaining -= len(data)
             yield data
 
-    def _iter_request_body(self, chunked: bool, length: int) -> Iterator[bytes]:
+    def _iter_request_body(self, body: _RequestBody) -> Iterator[bytes]:
         rfile = self.rfile
-        if not chunked:
-            yield from self._read_exactly(length, "request body truncated")
+        if not body.chunked:
+            yield from self._read_exactly(body.length, "request body truncated")
             return
         while True:
             line = rfile.readline(1024)
@@ -322,15 +321,20 @@ class _Handler(BaseHTTPRequestHandler):
             except ValueError:
                 raise _ClientGone("bad chunk size") from None
             if size == 0:
-                while True:  # trailers, up to the empty line
-                    trailer = rfile.readline(65537)
-                    if not trailer.endswith(b"\n"):
-                        raise _ClientGone("bad chunk trailer")
-                    if trailer in (b"\r\n", b"\n"):
-                        return
+                self._skip_trailers()
+                return
             yield from self._read_exactly(size, "chunk truncated")
             if rfile.readline(3) not in (b"\r\n", b"\n"):
                 raise _ClientGone("missing chunk terminator")
+
+    def _skip_trailers(self) -> None:
+        """Read the trailers of a chunked body, up to the empty line that ends it."""
+        while True:
+            trailer = self.rfile.readline(65537)
+            if not trailer.endswith(b"\n"):
+                raise _ClientGone("bad chunk trailer")
+            if trailer in (b"\r\n", b"\n"):
+                return
 
     def _run_backend(
         self, git: GitHTTPServer, path: str, query: str, user: str | None, *, may_drop: bool
@@ -459,7 +463,7 @@ class _Handler(BaseHTTPRequestHandler):
         stdin = backend.proc.stdin
         assert stdin is not None
         try:
-            for block in self._iter_request_body(body.chunked, body.length):
+            for block in self._iter_request_body(body):
                 stdin.write(block)
             backend.body_complete = True
         except (OSError, ValueError, _ClientGone) as exc:
@@ -588,6 +592,15 @@ def _drain(stream: Any, keep: bytearray) -> None:
         stream.close()
 
 
+@dataclass(frozen=True)
+class _Serving:
+    """What start() sets up: the bound server, the thread serving it, and its URL."""
+
+    httpd: _Server
+    thread: threading.Thread
+    base_url: str
+
+
 class GitHTTPServer:
     """Serves the bare repositories under ``root`` over Git smart HTTP (``root/"x.git"`` at ``url("x.git")``).
 
@@ -615,26 +628,26 @@ class GitHTTPServer:
         self.faults = faults if faults is not None else GitFaults()
         self.host = host
         self.port = port
+        # What the handlers record (under _lock), for tests and benchmarks to read.
         self.bytes_sent = 0
         self.requests: list[dict[str, Any]] = []
         self._git = shutil.which("git") or "git"
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._stop_event = threading.Event()
+        # What stop() must end: open client connections and running backends.
         self._connections: set[socket.socket] = set()
         self._procs: set[subprocess.Popen[bytes]] = set()
-        self._httpd: _Server | None = None
-        self._thread: threading.Thread | None = None
-        self._base_url: str | None = None
+        self._serving: _Serving | None = None
         self._stopped = False
 
     # -- public API -------------------------------------------------------------------------
     @property
     def base_url(self) -> str:
         """``http://HOST:PORT`` (no trailing slash); only available once started."""
-        if self._base_url is None:
+        if self._serving is None:
             raise RuntimeError("GitHTTPServer is not started")
-        return self._base_url
+        return self._serving.base_url
 
     def url(self, name: str) -> str:
         """URL of the repository ``name`` (path relative to the root, e.g. ``"workers.git"``)."""
@@ -644,21 +657,20 @@ class GitHTTPServer:
         """Bind and serve in a daemon thread; returns ``self``."""
         if self._stopped:
             raise RuntimeError("GitHTTPServer cannot be restarted once stopped")
-        if self._httpd is not None:
+        if self._serving is not None:
             return self
         if not self.root.is_dir():
             raise FileNotFoundError(f"repository root {self.root} is not a directory")
         httpd = _Server((self.host, self.port), self)
         host, port = httpd.server_address[:2]
         url_host = f"[{host}]" if ":" in str(host) else str(host)
-        self._base_url = f"http://{url_host}:{port}"
         self.port = int(port)
-        self._httpd = httpd
-        self._thread = threading.Thread(
+        thread = threading.Thread(
             target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="git-http-server", daemon=True
         )
-        self._thread.start()
-        log.debug("git HTTP server for %s listening on %s", self.root, self._base_url)
+        self._serving = _Serving(httpd, thread, f"http://{url_host}:{port}")
+        thread.start()
+        log.debug("git HTTP server for %s listening on %s", self.root, self._serving.base_url)
         return self
 
     def stop(self) -> None:
@@ -668,11 +680,11 @@ class GitHTTPServer:
                 return
             self._stopped = True
         self._stop_event.set()
-        httpd, thread = self._httpd, self._thread
-        if httpd is None:
+        serving = self._serving
+        if serving is None:
             return
-        httpd.shutdown()
-        httpd.server_close()
+        serving.httpd.shutdown()
+        serving.httpd.server_close()
         with self._lock:
             connections = list(self._connections)
             procs = list(self._procs)
@@ -680,8 +692,7 @@ class GitHTTPServer:
             _shutdown_socket(conn)
         for proc in procs:
             _kill(proc, close_output=False)
-        if thread is not None:
-            thread.join(timeout=5)
+        serving.thread.join(timeout=5)
         with self._idle:
             self._idle.wait_for(lambda: not self._connections, timeout=5)
 
@@ -739,11 +750,17 @@ class GitHTTPServer:
             entry["bytes"] += add_bytes
             self.bytes_sent += add_bytes
 
-    def _register_connection(self, conn: socket.socket) -> None:
+    def _track(self, items: set[Any], item: Any) -> bool:
+        """Add ``item`` to what stop() ends; False when stop() has already run, so the caller ends it.
+
+        Both happen under the lock, so an item is ended either here or by stop(), never missed.
+        """
         with self._lock:
-            self._connections.add(conn)
-            stopping = self._stopped
-        if stopping:
+            items.add(item)
+            return not self._stopped
+
+    def _register_connection(self, conn: socket.socket) -> None:
+        if not self._track(self._connections, conn):
             _shutdown_socket(conn)
 
     def _unregister_connection(self, conn: socket.socket) -> None:
@@ -752,10 +769,7 @@ class GitHTTPServer:
             self._idle.notify_all()
 
     def _register_proc(self, proc: subprocess.Popen[bytes]) -> None:
-        with self._lock:
-            self._procs.add(proc)
-            stopping = self._stopped
-        if stopping:
+        if not self._track(self._procs, proc):
             _kill(proc, close_output=False)
 
     def _unregister_proc(self, proc: subprocess.Popen[bytes]) -> None:
