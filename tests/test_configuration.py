@@ -14,6 +14,7 @@ from git_import.rules.configuration import (
     MAX_FILE_SIZE,
     check_image_template,
     image_for,
+    match_legacy_pattern,
     parse_yaml,
     read_configuration,
 )
@@ -277,6 +278,24 @@ def test_legacy_pattern_outside_the_repository_is_refused(pattern):
     config = legacy_tree(f"version: 2\nworkers:\n  - '{pattern}'\n").configuration()
     assert config.workers == []
     assert "outside the repository" in config.errors[0]["message"]
+
+
+def test_legacy_pattern_matches_at_any_depth_within_the_repository():
+    paths = ["b.yml", "workers/z.yml", "workers/a.yml", "deep/workers/c.yml", "workers/notes.txt"]
+    assert match_legacy_pattern("workers/*.yml", paths) == [
+        "deep/workers/c.yml",
+        "workers/a.yml",
+        "workers/z.yml",
+    ]
+    assert match_legacy_pattern("./workers/../workers/a.yml", paths) == ["workers/a.yml"]
+    # A leading `**/` adds nothing: every pattern already matches at any depth, as with `Path.rglob`.
+    assert match_legacy_pattern("**/**/*.yml", paths) == match_legacy_pattern("*.yml", paths)
+    assert len(match_legacy_pattern("*.yml", paths)) == 4
+
+
+@pytest.mark.parametrize("pattern", ["/etc/*.yml", "../*.yml", "workers/../../x", ".", "workers/.."])
+def test_legacy_pattern_not_inside_the_repository_matches_nothing(pattern):
+    assert match_legacy_pattern(pattern, ["workers/a.yml", "x"]) is None
 
 
 def test_legacy_pattern_does_not_match_the_legacy_file_itself():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import signal
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from git_import.local.gitserver import GitFaults, GitHTTPServer
+from git_import.local.gitserver import GitFaults, GitHTTPServer, _read_cgi_head
 
 GIT = shutil.which("git")
 pytestmark = pytest.mark.skipif(GIT is None, reason="git is not installed")
@@ -210,6 +211,25 @@ def test_gzip_request_body(env: dict[str, str], tmp_path: Path) -> None:
         assert "Content-Encoding: gzip" in result.stderr
     branches = git("for-each-ref", "--format=%(refname)", "refs/heads", cwd=dest, env=env).stdout.split()
     assert len(branches) == 41
+
+
+def test_cgi_head_is_parsed_for_relay() -> None:
+    """Status becomes the status line, hop-by-hop headers are dropped (the server frames the body)."""
+    out = io.BytesIO(
+        b"Status: 404 Not Found\r\nContent-Type: text/plain\r\nConnection: keep-alive\r\n"
+        b"Transfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\nbody"
+    )
+    head = _read_cgi_head(out)
+    assert head is not None
+    assert (head.status, head.reason, head.content_length) == (404, "Not Found", 4)
+    assert head.headers == [("Content-Type", "text/plain")]
+    assert out.read() == b"body"
+
+    plain = _read_cgi_head(io.BytesIO(b"Content-Type: x\n\n"))
+    assert plain is not None and (plain.status, plain.reason, plain.content_length) == (200, None, None)
+    assert _read_cgi_head(io.BytesIO(b"Content-Type: x\r\n")) is None  # output ended inside the headers
+    with pytest.raises(ValueError):
+        _read_cgi_head(io.BytesIO(b"Status: nope\r\n\r\n"))
 
 
 def test_missing_repository_is_404(server: GitHTTPServer, env: dict[str, str], tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from git_import.errors import EXIT_FAILURE, EXIT_OK, ConfigError
@@ -69,69 +70,104 @@ def _before_for(
         return full, before
 
 
+@dataclass
+class _Source:
+    """The repository the demo imports, and where the import starts."""
+
+    url: str
+    full_ref: str | None
+    before: str | None  # as if the commits after it had just been pushed (None: a new branch, the tip alone)
+    allow_local: bool = False
+    server: GitHTTPServer | None = None  # serving the sample repository, stopped with the demo
+
+
 def run_demo(*, repository_url: str | None = None, ref: str | None = None, revisions: int = 3) -> int:
     """Run the whole chain on one machine; returns the exit status (0 when every task succeeded)."""
     if revisions < 1:
         raise ConfigError(f"--revisions {revisions} imports nothing", hint="give a number of at least 1")
     with tempfile.TemporaryDirectory(prefix="git-import-demo-") as tmp_dir:
         tmp = Path(tmp_dir)
-        server = None
-        allow_local = False
         if repository_url is None:
-            root = tmp / "git"
-            root.mkdir()
-            commits = make_sample(tmp / "work", root / "sample-workers.git")
-            server = GitHTTPServer(root).start()
-            url = server.url("sample-workers.git")
-            full_ref, before = "refs/heads/main", commits[0]
-            print(f"Sample repository with {len(commits)} commits served at {url}")
+            source = _serve_sample(tmp)
         else:
-            url = repository_url
-            allow_local = ("://" not in url and Path(url).exists()) or url.startswith("file://")
-            if allow_local and not url.startswith("file://"):
-                url = str(Path(url).resolve())
-            full_ref, before = _before_for(url, ref, revisions, allow_local)
+            source = _user_source(repository_url, ref, revisions)
         emulator = Emulator().start()
         try:
-            process_env = {
-                "REPOSITORY_URL": url,
-                "REPOSITORY_REF": full_ref or "",
-                "IMPORT_IMAGE": DEMO_IMAGE,
-                "WORKER_IMAGE_TEMPLATE": "registry.example.com/workers/{slug}:{short_hash}",
-                "MAX_REVISIONS": str(max(revisions, 1)),
-                "RETRY_BASE_DELAY": "0.2",
-            }
-            if before:
-                process_env["REPOSITORY_BEFORE"] = before
-            if allow_local:
-                process_env["REPOSITORY_ALLOW_LOCAL"] = "1"
-            if os.environ.get("REPOSITORY_TOKEN"):
-                process_env["REPOSITORY_TOKEN"] = os.environ["REPOSITORY_TOKEN"]
-            process = emulator.create_process(name="Demo repository import", env=process_env)
-            trigger = emulator.create_task(
-                process["id"], slug="import", image=DEMO_IMAGE, command="arkindex-git-import trigger"
-            )
-            print(f"Arkindex emulator at {emulator.url}, process {process['id']}")
-            status = _run_task(trigger, process["id"], emulator.url, tmp / "data" / trigger["id"], "trigger")
-            emulator.set_task_state(trigger["id"], "completed" if status == 0 else "failed")
-            revisions_planned = _read_plan(tmp / "data" / trigger["id"])
-            children = _in_plan_order(
-                [t for t in emulator.tasks(process["id"]) if t["id"] != trigger["id"]], revisions_planned
-            )
-            failures = int(status != 0)
-            for index, task in enumerate(children, 1):
-                emulator.set_task_state(task["id"], "running")
-                code = _run_task(
-                    task, process["id"], emulator.url, tmp / "data" / task["id"], f"{index}/{len(children)}"
-                )
-                emulator.set_task_state(task["id"], "completed" if code == 0 else "failed")
-                failures += int(code != 0)
-            print(_summary(emulator, process["id"], trigger["id"], revisions_planned))
-            return EXIT_OK if failures == 0 else EXIT_FAILURE
+            return _run_process(emulator, _process_env(source, revisions), tmp / "data")
         finally:
             emulator.stop()
-            if server is not None:
-                server.stop()
+            if source.server is not None:
+                source.server.stop()
+
+
+def _serve_sample(tmp: Path) -> _Source:
+    """The sample repository, served over smart HTTP; every commit after the first is imported."""
+    root = tmp / "git"
+    root.mkdir()
+    commits = make_sample(tmp / "work", root / "sample-workers.git")
+    server = GitHTTPServer(root).start()
+    url = server.url("sample-workers.git")
+    print(f"Sample repository with {len(commits)} commits served at {url}")
+    return _Source(url, "refs/heads/main", commits[0], server=server)
+
+
+def _user_source(repository_url: str, ref: str | None, revisions: int) -> _Source:
+    """The user's repository (a URL, or a path on this machine); its last `revisions` commits are imported."""
+    url = repository_url
+    allow_local = ("://" not in url and Path(url).exists()) or url.startswith("file://")
+    if allow_local and not url.startswith("file://"):
+        url = str(Path(url).resolve())
+    full_ref, before = _before_for(url, ref, revisions, allow_local)
+    return _Source(url, full_ref, before, allow_local=allow_local)
+
+
+def _process_env(source: _Source, revisions: int) -> dict[str, str]:
+    """The environment of the repository process, as an Arkindex administrator would configure it."""
+    env = {
+        "REPOSITORY_URL": source.url,
+        "REPOSITORY_REF": source.full_ref or "",
+        "IMPORT_IMAGE": DEMO_IMAGE,
+        "WORKER_IMAGE_TEMPLATE": "registry.example.com/workers/{slug}:{short_hash}",
+        "MAX_REVISIONS": str(max(revisions, 1)),
+        "RETRY_BASE_DELAY": "0.2",
+    }
+    if source.before:
+        env["REPOSITORY_BEFORE"] = source.before
+    if source.allow_local:
+        env["REPOSITORY_ALLOW_LOCAL"] = "1"
+    if os.environ.get("REPOSITORY_TOKEN"):
+        env["REPOSITORY_TOKEN"] = os.environ["REPOSITORY_TOKEN"]
+    return env
+
+
+def _run_process(emulator: Emulator, process_env: dict[str, str], data: Path) -> int:
+    """Create the process and its trigger task, run the trigger, then every task it created, oldest
+    revision first; print the summary and return the exit status."""
+    process_id = emulator.create_process(name="Demo repository import", env=process_env)["id"]
+    trigger = emulator.create_task(
+        process_id, slug="import", image=DEMO_IMAGE, command="arkindex-git-import trigger"
+    )
+    print(f"Arkindex emulator at {emulator.url}, process {process_id}")
+    failures = int(not _run_and_record(emulator, trigger, process_id, data, "trigger"))
+    revisions_planned = _read_plan(data / trigger["id"])
+    children = _created_tasks(emulator, process_id, trigger["id"], revisions_planned)
+    for index, task in enumerate(children, 1):
+        emulator.set_task_state(task["id"], "running")
+        failures += int(not _run_and_record(emulator, task, process_id, data, f"{index}/{len(children)}"))
+    print(_summary(emulator, process_id, trigger["id"], revisions_planned))
+    return EXIT_OK if failures == 0 else EXIT_FAILURE
+
+
+def _run_and_record(emulator: Emulator, task: dict, process_id: str, data: Path, label: str) -> bool:
+    """Run the task, then set its state from its exit status as a Ponos agent would; True on success."""
+    code = _run_task(task, process_id, emulator.url, data / task["id"], label)
+    emulator.set_task_state(task["id"], "completed" if code == 0 else "failed")
+    return code == 0
+
+
+def _created_tasks(emulator: Emulator, process_id: str, trigger_id: str, revisions: list[dict]) -> list[dict]:
+    """The tasks the trigger created, in the order of its plan."""
+    return _in_plan_order([t for t in emulator.tasks(process_id) if t["id"] != trigger_id], revisions)
 
 
 def _read_plan(trigger_data: Path) -> list[dict]:
@@ -155,7 +191,7 @@ def _in_plan_order(tasks: list[dict], revisions: list[dict]) -> list[dict]:
 
 def _summary(emulator: Emulator, process_id: str, trigger_id: str, revisions: list[dict]) -> str:
     plan = {item["task"]["slug"]: item for item in revisions}
-    tasks = _in_plan_order([t for t in emulator.tasks(process_id) if t["id"] != trigger_id], revisions)
+    tasks = _created_tasks(emulator, process_id, trigger_id, revisions)
     lines = [
         "",
         "═" * 72,

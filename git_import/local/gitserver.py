@@ -43,7 +43,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -118,6 +118,28 @@ class GitFaults:
 
 class _ClientGone(Exception):
     """The request body ended early (client disconnected or malformed chunked encoding)."""
+
+
+@dataclass(frozen=True)
+class _RequestBody:
+    """How a request body is delimited: chunked, or ``length`` bytes (0: no body)."""
+
+    chunked: bool
+    length: int
+
+    @property
+    def present(self) -> bool:
+        return self.chunked or self.length > 0
+
+
+@dataclass
+class _Backend:
+    """One running ``git http-backend`` and the threads draining its stderr and feeding its stdin."""
+
+    proc: subprocess.Popen[bytes]
+    body_complete: bool  # the whole request body reached the backend (or there was none)
+    threads: list[threading.Thread] = field(default_factory=list)
+    stderr_tail: bytearray = field(default_factory=bytearray)
 
 
 class _Server(ThreadingHTTPServer):
@@ -262,8 +284,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _abort_connection(self) -> None:
         self.close_connection = True
-        with contextlib.suppress(OSError):
-            self.connection.shutdown(socket.SHUT_RDWR)
+        _shutdown_socket(self.connection)
 
     def _stall(self, git: GitHTTPServer) -> None:
         self.send_response(200)
@@ -286,10 +307,10 @@ class _Handler(BaseHTTPRequestHandler):
             remaining -= len(data)
             yield data
 
-    def _iter_request_body(self, chunked: bool, length: int) -> Iterator[bytes]:
+    def _iter_request_body(self, body: _RequestBody) -> Iterator[bytes]:
         rfile = self.rfile
-        if not chunked:
-            yield from self._read_exactly(length, "request body truncated")
+        if not body.chunked:
+            yield from self._read_exactly(body.length, "request body truncated")
             return
         while True:
             line = rfile.readline(1024)
@@ -300,19 +321,57 @@ class _Handler(BaseHTTPRequestHandler):
             except ValueError:
                 raise _ClientGone("bad chunk size") from None
             if size == 0:
-                while True:  # trailers, up to the empty line
-                    trailer = rfile.readline(65537)
-                    if not trailer.endswith(b"\n"):
-                        raise _ClientGone("bad chunk trailer")
-                    if trailer in (b"\r\n", b"\n"):
-                        return
+                self._skip_trailers()
+                return
             yield from self._read_exactly(size, "chunk truncated")
             if rfile.readline(3) not in (b"\r\n", b"\n"):
                 raise _ClientGone("missing chunk terminator")
 
+    def _skip_trailers(self) -> None:
+        """Read the trailers of a chunked body, up to the empty line that ends it."""
+        while True:
+            trailer = self.rfile.readline(65537)
+            if not trailer.endswith(b"\n"):
+                raise _ClientGone("bad chunk trailer")
+            if trailer in (b"\r\n", b"\n"):
+                return
+
     def _run_backend(
         self, git: GitHTTPServer, path: str, query: str, user: str | None, *, may_drop: bool
     ) -> None:
+        body = self._request_body()
+        if body is None:
+            return
+        backend = self._start_backend(git, self._cgi_env(git, path, query, user, body), body)
+        if backend is None:
+            return
+        killed = False
+        try:
+            killed = not self._relay_response(git, backend.proc, may_drop=may_drop)
+        except (OSError, ValueError) as exc:  # client went away, bad CGI output...
+            log.debug("response to %s %s aborted: %s", self.command, path, exc)
+            killed = True
+            self.close_connection = True
+        finally:
+            self._end_backend(git, backend, path, killed=killed)
+
+    def _request_body(self) -> _RequestBody | None:
+        """How the request body is delimited; None, after a 400 answer, when Content-Length is invalid."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return _RequestBody(chunked=True, length=0)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length < 0:
+                raise ValueError(length)
+        except ValueError:
+            self._send_text(400, "Bad Content-Length\n")
+            self.close_connection = True
+            return None
+        return _RequestBody(chunked=False, length=length)
+
+    def _cgi_env(
+        self, git: GitHTTPServer, path: str, query: str, user: str | None, body: _RequestBody
+    ) -> dict[str, str]:
         env = git._backend_env()
         env.update(
             {
@@ -328,32 +387,23 @@ class _Handler(BaseHTTPRequestHandler):
             env["REMOTE_USER"] = user
         if content_type := self.headers.get("Content-Type"):
             env["CONTENT_TYPE"] = content_type
-        if (git_protocol := self.headers.get("Git-Protocol")) and not self.server.git.strict:
+        if (git_protocol := self.headers.get("Git-Protocol")) and not git.strict:
             env["GIT_PROTOCOL"] = git_protocol
             env["HTTP_GIT_PROTOCOL"] = git_protocol
         if encoding := self.headers.get("Content-Encoding"):
             env["HTTP_CONTENT_ENCODING"] = encoding  # http-backend inflates gzip bodies itself
-
-        chunked_request = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
-        length = 0
-        if not chunked_request:
-            try:
-                length = int(self.headers.get("Content-Length") or 0)
-                if length < 0:
-                    raise ValueError(length)
-            except ValueError:
-                self._send_text(400, "Bad Content-Length\n")
-                self.close_connection = True
-                return
-            if self.command == "POST" or length:
-                env["CONTENT_LENGTH"] = str(length)
         # Without CONTENT_LENGTH (chunked request), http-backend reads its input until EOF.
-        has_body = chunked_request or length > 0
+        if not body.chunked and (self.command == "POST" or body.length):
+            env["CONTENT_LENGTH"] = str(body.length)
+        return env
 
+    def _start_backend(self, git: GitHTTPServer, env: dict[str, str], body: _RequestBody) -> _Backend | None:
+        """Spawn http-backend with threads draining its stderr and feeding it the request body; None,
+        after a 500 answer, when it cannot be run."""
         try:
             proc = subprocess.Popen(
                 [git._git, "http-backend"],
-                stdin=subprocess.PIPE if has_body else subprocess.DEVNULL,
+                stdin=subprocess.PIPE if body.present else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env=env,
@@ -363,64 +413,59 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError as exc:
             log.error("cannot run git http-backend: %s", exc)
             self._send_text(500, "Cannot run git http-backend\n")
-            self.close_connection = self.close_connection or has_body
-            return
+            self.close_connection = self.close_connection or body.present
+            return None
         git._register_proc(proc)
-        stderr_tail = bytearray()
-        body_state = {"complete": not has_body}
-        threads = [threading.Thread(target=_drain, args=(proc.stderr, stderr_tail), daemon=True)]
-        if has_body:
-            threads.append(
-                threading.Thread(
-                    target=self._feed, args=(proc, chunked_request, length, body_state), daemon=True
-                )
-            )
-        for thread in threads:
+        backend = _Backend(proc, body_complete=not body.present)
+        backend.threads.append(
+            threading.Thread(target=_drain, args=(proc.stderr, backend.stderr_tail), daemon=True)
+        )
+        if body.present:
+            backend.threads.append(threading.Thread(target=self._feed, args=(backend, body), daemon=True))
+        for thread in backend.threads:
             thread.start()
-        killed = False
+        return backend
+
+    def _end_backend(self, git: GitHTTPServer, backend: _Backend, path: str, *, killed: bool) -> None:
+        """Reap the backend (killing it first when its response was cut) and its threads."""
+        proc = backend.proc
+        if killed:
+            _kill(proc)
         try:
-            killed = not self._relay_response(git, proc, may_drop=may_drop)
-        except (OSError, ValueError) as exc:  # client went away, bad CGI output...
-            log.debug("response to %s %s aborted: %s", self.command, path, exc)
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            _kill(proc)
             killed = True
+            proc.wait()
+        self._join(backend.threads)
+        git._unregister_proc(proc)
+        if not backend.body_complete:
             self.close_connection = True
-        finally:
-            if killed:
-                _kill(proc)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                _kill(proc)
-                killed = True
-                proc.wait()
+        if proc.returncode and not killed:
+            log.warning(
+                "git http-backend %s %s exited with %s: %s",
+                self.command,
+                path,
+                proc.returncode,
+                backend.stderr_tail.decode(errors="replace").strip(),
+            )
+
+    def _join(self, threads: list[threading.Thread]) -> None:
+        for thread in threads:
+            thread.join(timeout=5)
+        if any(thread.is_alive() for thread in threads):
+            # The feeder is blocked reading a body the client never finishes sending.
+            self._abort_connection()
             for thread in threads:
                 thread.join(timeout=5)
-            if any(thread.is_alive() for thread in threads):
-                # The feeder is blocked reading a body the client never finishes sending.
-                self._abort_connection()
-                for thread in threads:
-                    thread.join(timeout=5)
-            git._unregister_proc(proc)
-            if not body_state["complete"]:
-                self.close_connection = True
-            if proc.returncode and not killed:
-                log.warning(
-                    "git http-backend %s %s exited with %s: %s",
-                    self.command,
-                    path,
-                    proc.returncode,
-                    stderr_tail.decode(errors="replace").strip(),
-                )
 
-    def _feed(
-        self, proc: subprocess.Popen[bytes], chunked: bool, length: int, state: dict[str, bool]
-    ) -> None:
-        stdin = proc.stdin
+    def _feed(self, backend: _Backend, body: _RequestBody) -> None:
+        stdin = backend.proc.stdin
         assert stdin is not None
         try:
-            for block in self._iter_request_body(chunked, length):
+            for block in self._iter_request_body(body):
                 stdin.write(block)
-            state["complete"] = True
+            backend.body_complete = True
         except (OSError, ValueError, _ClientGone) as exc:
             log.debug("request body not fully passed to http-backend: %s", exc)
         finally:
@@ -431,37 +476,22 @@ class _Handler(BaseHTTPRequestHandler):
         """Send the CGI response of ``proc``; False when the response was cut (the backend must be killed)."""
         stdout = proc.stdout
         assert stdout is not None
-        status, reason = 200, None
-        headers: list[tuple[str, str]] = []
-        content_length: int | None = None
-        while True:
-            line = stdout.readline(65536)
-            if not line.endswith(b"\n"):
-                log.warning("git http-backend ended without complete CGI headers")
-                self._send_text(502, "Bad gateway: no response from git http-backend\n")
-                self.close_connection = True
-                return False
-            line = line.rstrip(b"\r\n")
-            if not line:
-                break
-            name, _, value = line.decode("latin-1").partition(":")
-            name, value = name.strip(), value.strip()
-            lname = name.lower()
-            if lname == "status":
-                code, _, text = value.partition(" ")
-                status, reason = int(code), (text.strip() or None)
-            elif lname == "content-length":
-                content_length = int(value)
-            elif lname in ("connection", "transfer-encoding", "keep-alive"):
-                continue
-            else:
-                headers.append((name, value))
+        head = _read_cgi_head(stdout)
+        if head is None:
+            log.warning("git http-backend ended without complete CGI headers")
+            self._send_text(502, "Bad gateway: no response from git http-backend\n")
+            self.close_connection = True
+            return False
+        self._send_head(head)
+        return self._relay_body(git, stdout, head.content_length, may_drop=may_drop)
 
-        self.send_response(status, reason)
-        for name, value in headers:
+    def _send_head(self, head: _CgiHead) -> None:
+        """Status line and headers; the body is framed by its length, by chunks, or (HTTP/1.0) by closing."""
+        self.send_response(head.status, head.reason)
+        for name, value in head.headers:
             self.send_header(name, value)
-        if content_length is not None:
-            self.send_header("Content-Length", str(content_length))
+        if head.content_length is not None:
+            self.send_header("Content-Length", str(head.content_length))
         elif self.request_version == "HTTP/1.0":
             self.send_header("Connection", "close")  # close-delimited body
         else:
@@ -469,10 +499,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._chunked = True
         self.end_headers()
 
+    def _relay_body(
+        self, git: GitHTTPServer, stdout: Any, content_length: int | None, *, may_drop: bool
+    ) -> bool:
+        """Copy the backend's body to the client; False when a ``drop_mid_pack`` fault cut it."""
         remaining = content_length
         drop_at = -1
         while remaining is None or remaining > 0:
-            data = stdout.read1(_IO_CHUNK)  # type: ignore[attr-defined]
+            data = stdout.read1(_IO_CHUNK)
             if not data:
                 break
             if remaining is not None:
@@ -482,18 +516,10 @@ class _Handler(BaseHTTPRequestHandler):
                 drop_at = max(0, int(git.faults.drop_after_bytes))
             if 0 <= drop_at <= self._body_bytes + len(data):
                 cut_at, may_drop, drop_at = drop_at, False, -1
-                if not git._take_fault("drop_mid_pack"):  # taken meanwhile by another response
-                    self._write_body(data)
-                    continue
-                keep = data[: max(0, cut_at - self._body_bytes)]
-                self._count(len(keep))
-                if self._chunked:  # announce the whole chunk, send only part of it
-                    self.wfile.write(b"%x\r\n" % len(data) + keep)
-                else:
-                    self.wfile.write(keep)
-                log.info("injected fault: response cut after %d bytes", self._body_bytes)
-                self._abort_connection()
-                return False
+                # Another response may have taken the fault meanwhile: this one then goes out whole.
+                if git._take_fault("drop_mid_pack"):
+                    self._write_cut(data, cut_at)
+                    return False
             self._write_body(data)
         if remaining:
             # The backend sent less than it announced: the client cannot trust this connection.
@@ -504,6 +530,53 @@ class _Handler(BaseHTTPRequestHandler):
         elif content_length is None:
             self.close_connection = True
         return True
+
+    def _write_cut(self, data: bytes, cut_at: int) -> None:
+        """Send ``data`` only up to body byte ``cut_at``, then drop the connection."""
+        keep = data[: max(0, cut_at - self._body_bytes)]
+        self._count(len(keep))
+        if self._chunked:  # announce the whole chunk, send only part of it
+            self.wfile.write(b"%x\r\n" % len(data) + keep)
+        else:
+            self.wfile.write(keep)
+        log.info("injected fault: response cut after %d bytes", self._body_bytes)
+        self._abort_connection()
+
+
+@dataclass
+class _CgiHead:
+    """The header block of a CGI response."""
+
+    status: int = 200
+    reason: str | None = None
+    headers: list[tuple[str, str]] = field(default_factory=list)  # to relay as they are
+    content_length: int | None = None
+
+
+def _read_cgi_head(stdout: Any) -> _CgiHead | None:
+    """Read the CGI headers up to their blank line; None when the output ends before it.
+
+    Hop-by-hop headers are dropped: this server frames the body itself. A malformed Status or
+    Content-Length raises ValueError.
+    """
+    head = _CgiHead()
+    while True:
+        line = stdout.readline(65536)
+        if not line.endswith(b"\n"):
+            return None
+        line = line.rstrip(b"\r\n")
+        if not line:
+            return head
+        name, _, value = line.decode("latin-1").partition(":")
+        name, value = name.strip(), value.strip()
+        lname = name.lower()
+        if lname == "status":
+            code, _, text = value.partition(" ")
+            head.status, head.reason = int(code), (text.strip() or None)
+        elif lname == "content-length":
+            head.content_length = int(value)
+        elif lname not in ("connection", "transfer-encoding", "keep-alive"):
+            head.headers.append((name, value))
 
 
 def _drain(stream: Any, keep: bytearray) -> None:
@@ -517,6 +590,15 @@ def _drain(stream: Any, keep: bytearray) -> None:
         pass
     finally:
         stream.close()
+
+
+@dataclass(frozen=True)
+class _Serving:
+    """What start() sets up: the bound server, the thread serving it, and its URL."""
+
+    httpd: _Server
+    thread: threading.Thread
+    base_url: str
 
 
 class GitHTTPServer:
@@ -546,26 +628,26 @@ class GitHTTPServer:
         self.faults = faults if faults is not None else GitFaults()
         self.host = host
         self.port = port
+        # What the handlers record (under _lock), for tests and benchmarks to read.
         self.bytes_sent = 0
         self.requests: list[dict[str, Any]] = []
         self._git = shutil.which("git") or "git"
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._stop_event = threading.Event()
+        # What stop() must end: open client connections and running backends.
         self._connections: set[socket.socket] = set()
         self._procs: set[subprocess.Popen[bytes]] = set()
-        self._httpd: _Server | None = None
-        self._thread: threading.Thread | None = None
-        self._base_url: str | None = None
+        self._serving: _Serving | None = None
         self._stopped = False
 
     # -- public API -------------------------------------------------------------------------
     @property
     def base_url(self) -> str:
         """``http://HOST:PORT`` (no trailing slash); only available once started."""
-        if self._base_url is None:
+        if self._serving is None:
             raise RuntimeError("GitHTTPServer is not started")
-        return self._base_url
+        return self._serving.base_url
 
     def url(self, name: str) -> str:
         """URL of the repository ``name`` (path relative to the root, e.g. ``"workers.git"``)."""
@@ -575,21 +657,20 @@ class GitHTTPServer:
         """Bind and serve in a daemon thread; returns ``self``."""
         if self._stopped:
             raise RuntimeError("GitHTTPServer cannot be restarted once stopped")
-        if self._httpd is not None:
+        if self._serving is not None:
             return self
         if not self.root.is_dir():
             raise FileNotFoundError(f"repository root {self.root} is not a directory")
         httpd = _Server((self.host, self.port), self)
         host, port = httpd.server_address[:2]
         url_host = f"[{host}]" if ":" in str(host) else str(host)
-        self._base_url = f"http://{url_host}:{port}"
         self.port = int(port)
-        self._httpd = httpd
-        self._thread = threading.Thread(
+        thread = threading.Thread(
             target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="git-http-server", daemon=True
         )
-        self._thread.start()
-        log.debug("git HTTP server for %s listening on %s", self.root, self._base_url)
+        self._serving = _Serving(httpd, thread, f"http://{url_host}:{port}")
+        thread.start()
+        log.debug("git HTTP server for %s listening on %s", self.root, self._serving.base_url)
         return self
 
     def stop(self) -> None:
@@ -599,11 +680,11 @@ class GitHTTPServer:
                 return
             self._stopped = True
         self._stop_event.set()
-        httpd, thread = self._httpd, self._thread
-        if httpd is None:
+        serving = self._serving
+        if serving is None:
             return
-        httpd.shutdown()
-        httpd.server_close()
+        serving.httpd.shutdown()
+        serving.httpd.server_close()
         with self._lock:
             connections = list(self._connections)
             procs = list(self._procs)
@@ -611,8 +692,7 @@ class GitHTTPServer:
             _shutdown_socket(conn)
         for proc in procs:
             _kill(proc, close_output=False)
-        if thread is not None:
-            thread.join(timeout=5)
+        serving.thread.join(timeout=5)
         with self._idle:
             self._idle.wait_for(lambda: not self._connections, timeout=5)
 
@@ -670,11 +750,17 @@ class GitHTTPServer:
             entry["bytes"] += add_bytes
             self.bytes_sent += add_bytes
 
-    def _register_connection(self, conn: socket.socket) -> None:
+    def _track(self, items: set[Any], item: Any) -> bool:
+        """Add ``item`` to what stop() ends; False when stop() has already run, so the caller ends it.
+
+        Both happen under the lock, so an item is ended either here or by stop(), never missed.
+        """
         with self._lock:
-            self._connections.add(conn)
-            stopping = self._stopped
-        if stopping:
+            items.add(item)
+            return not self._stopped
+
+    def _register_connection(self, conn: socket.socket) -> None:
+        if not self._track(self._connections, conn):
             _shutdown_socket(conn)
 
     def _unregister_connection(self, conn: socket.socket) -> None:
@@ -683,10 +769,7 @@ class GitHTTPServer:
             self._idle.notify_all()
 
     def _register_proc(self, proc: subprocess.Popen[bytes]) -> None:
-        with self._lock:
-            self._procs.add(proc)
-            stopping = self._stopped
-        if stopping:
+        if not self._track(self._procs, proc):
             _kill(proc, close_output=False)
 
     def _unregister_proc(self, proc: subprocess.Popen[bytes]) -> None:

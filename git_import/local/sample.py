@@ -16,6 +16,11 @@ _ENV = {
 }
 
 
+def _git_env() -> dict[str, str]:
+    """The process environment with a fixed author and committer, and no system or user git configuration."""
+    return {**os.environ, **_ENV}
+
+
 def worker_yaml(slug: str, name: str, description: str = "A sample worker", type: str = "classifier") -> str:
     return (
         f"slug: {slug}\ndisplay_name: {name}\ntype: {type}\ndescription: {description}\ngpu_usage: disabled\n"
@@ -33,7 +38,7 @@ class RepoBuilder:
         self.git("init", "--quiet", f"--initial-branch={branch}")
 
     def git(self, *args: str) -> str:
-        env = {**os.environ, **_ENV}
+        env = _git_env()
         env["GIT_AUTHOR_DATE"] = env["GIT_COMMITTER_DATE"] = f"@{1767225600 + self._tick} +0000"
         out = subprocess.run(
             ["git", *args], cwd=self.path, env=env, check=True, capture_output=True, text=True
@@ -80,15 +85,13 @@ class RepoBuilder:
     def publish(self, bare: Path) -> Path:
         """Create (or update, force) the bare repository `bare` with every branch and tag."""
         if not bare.exists():
-            subprocess.run(
-                ["git", "init", "--quiet", "--bare", str(bare)], check=True, env={**os.environ, **_ENV}
-            )
+            subprocess.run(["git", "init", "--quiet", "--bare", str(bare)], check=True, env=_git_env())
         self.git("push", "--quiet", "--force", "--mirror", str(bare))
         # Point HEAD at our branch, as a hosting service would.
         subprocess.run(
             ["git", f"--git-dir={bare}", "symbolic-ref", "HEAD", f"refs/heads/{self.branch}"],
             check=True,
-            env={**os.environ, **_ENV},
+            env=_git_env(),
         )
         return bare
 

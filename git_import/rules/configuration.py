@@ -10,7 +10,7 @@ import logging
 import posixpath
 import string
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -54,6 +54,10 @@ class Configuration:
     format: str  # "current", "legacy" or "none"
     workers: list[WorkerFile] = field(default_factory=list)
     errors: list[dict[str, str]] = field(default_factory=list)  # {"file", "message"}
+
+    def add_error(self, file: str, message: str) -> None:
+        """Record what is wrong with one file or worker definition; the revision goes on with the others."""
+        self.errors.append({"file": file, "message": message})
 
 
 def check_image_template(template: str) -> str:
@@ -191,48 +195,66 @@ def _check_regular(entry: TreeEntry) -> None:
         raise ConfigError(f"{path} is not a file", hint="worker configuration files must be regular files")
 
 
-def read_current(entries: list[TreeEntry], read: BlobReader) -> Configuration:
-    """The current format: one worker per `arkindex/*.yml|yaml` file."""
-    config = Configuration("current")
-    files = sorted(
-        (
-            e
-            for e in entries
-            if PurePosixPath(e[3]).parent.as_posix() == CONFIG_DIR and e[3].endswith((".yml", ".yaml"))
-        ),
-        key=lambda e: e[3],
-    )
+def _is_current_file(path: str) -> bool:
+    """A worker file of the current format: `arkindex/*.yml` or `arkindex/*.yaml`, not in a subfolder."""
+    return PurePosixPath(path).parent.as_posix() == CONFIG_DIR and path.endswith((".yml", ".yaml"))
+
+
+def _fetch(files: list[TreeEntry], read: BlobReader) -> dict[str, bytes | int]:
+    """The raw content of ``files`` by path, in one read; a link or a non-file is refused before any read."""
     for entry in files:
         _check_regular(entry)
     blobs = read([e[2] for e in files])
-    for _, _, oid, path in files:
-        text = _decode(path, blobs[oid])
+    return {e[3]: blobs[e[2]] for e in files}
+
+
+def _decoded(raw: dict[str, bytes | int]) -> Iterator[tuple[str, str]]:
+    """(path, text) of each file, each decoded only when the caller reaches it."""
+    for path, content in raw.items():
+        yield path, _decode(path, content)
+
+
+def _documents(config: Configuration, texts: Iterable[tuple[str, str]]) -> Iterator[tuple[str, str, Any]]:
+    """(path, text, YAML data) of each file in turn; a syntax error is recorded as that file's own error
+    and the file skipped, while an unsafe document (ConfigError) stops everything."""
+    for path, text in texts:
         try:
             data = parse_yaml(path, text)
         except yaml.YAMLError as exc:
-            config.errors.append({"file": path, "message": f"invalid YAML: {exc}"})
+            config.add_error(path, f"invalid YAML: {exc}")
             continue
+        yield path, text, data
+
+
+def read_current(entries: list[TreeEntry], read: BlobReader) -> Configuration:
+    """The current format: one worker per `arkindex/*.yml|yaml` file."""
+    config = Configuration("current")
+    files = sorted((e for e in entries if _is_current_file(e[3])), key=lambda e: e[3])
+    for path, text, data in _documents(config, _decoded(_fetch(files, read))):
         if not isinstance(data, dict):
-            config.errors.append({"file": path, "message": "the file must hold one YAML mapping (a worker)"})
+            config.add_error(path, "the file must hold one YAML mapping (a worker)")
             continue
         try:
             validate(data, name=path)
         except (yamale.YamaleError, ValueError, AssertionError) as exc:
-            config.errors.append({"file": path, "message": _validator_message(exc)})
+            config.add_error(path, _validator_message(exc))
             continue
         config.workers.append(WorkerFile(path, text, data))
     _check_unique_slugs(config.workers)
     return config
 
 
+def _duplicate_slug(first: str, second: str, slug: Any) -> ConfigError:
+    return ConfigError(
+        f"{first} and {second} both declare the worker slug {slug!r}", hint="give each worker its own slug"
+    )
+
+
 def _check_unique_slugs(workers: list[WorkerFile]) -> None:
     seen: dict[str, str] = {}
     for worker in workers:
         if worker.slug in seen:
-            raise ConfigError(
-                f"{seen[worker.slug]} and {worker.path} both declare the worker slug {worker.slug!r}",
-                hint="give each worker its own slug",
-            )
+            raise _duplicate_slug(seen[worker.slug], worker.path, worker.slug)
         seen[worker.slug] = worker.path
 
 
@@ -242,6 +264,31 @@ def _safe_relative(path: str) -> str | None:
     if posixpath.isabs(normal) or normal == ".." or normal.startswith("../"):
         return None
     return normal
+
+
+def match_legacy_pattern(value: str, paths: Iterable[str]) -> list[str] | None:
+    """The paths a legacy `workers` glob pattern names, sorted; None when the pattern is not inside the
+    repository (absolute, climbing out of it, or the repository itself)."""
+    pattern = _safe_relative(value)
+    if pattern is None or pattern == ".":
+        return None
+    # As `Path.rglob`, which the converter uses: the pattern matches at any depth.
+    while pattern.startswith("**/"):
+        pattern = pattern[3:]
+    return sorted(p for p in paths if PurePosixPath(p).match(pattern))
+
+
+@dataclass
+class _CommitFiles:
+    """The commit's files (blobs by path, the legacy file left out), read when a pattern or a
+    description names them, with the same safety checks as the current format's files."""
+
+    tree: dict[str, TreeEntry]
+    read: BlobReader
+
+    def texts(self, paths: list[str]) -> dict[str, str]:
+        wanted = [self.tree[p] for p in dict.fromkeys(paths)]
+        return dict(_decoded(_fetch(wanted, self.read)))
 
 
 def read_legacy(
@@ -255,115 +302,116 @@ def read_legacy(
     as the current format's files.
     """
     config = Configuration("legacy")
+    values = _legacy_workers(config, entries, read)
+    if values is None:
+        return config
+    files = _CommitFiles({e[3]: e for e in all_files() if e[1] == "blob" and e[3] != LEGACY_FILE}, read)
+    definitions = _legacy_definitions(config, values, files)
+    with tempfile.TemporaryDirectory(prefix="git-import-legacy-") as tmp:
+        converter = _LegacyConverter(Path(tmp), files, config)
+        for source, definition in definitions:
+            converter.add(source, definition)
+    _check_unique_slugs(config.workers)
+    return config
+
+
+def _legacy_workers(config: Configuration, entries: list[TreeEntry], read: BlobReader) -> list[Any] | None:
+    """The `workers` list of `.arkindex.yml`; None, with the file's error recorded, when it has none."""
     (entry,) = [e for e in entries if e[3] == LEGACY_FILE]
-    _check_regular(entry)
-    text = _decode(LEGACY_FILE, read([entry[2]])[entry[2]])
-    try:
-        data = parse_yaml(LEGACY_FILE, text)
-    except yaml.YAMLError as exc:
-        config.errors.append({"file": LEGACY_FILE, "message": f"invalid YAML: {exc}"})
-        return config
+    documents = list(_documents(config, _decoded(_fetch([entry], read))))
+    if not documents:  # invalid YAML, already recorded
+        return None
+    ((_, _, data),) = documents
     if not isinstance(data, dict) or not isinstance(data.get("workers"), list) or not data["workers"]:
-        config.errors.append(
-            {"file": LEGACY_FILE, "message": "no `workers` list found (version 2 format expected)"}
-        )
-        return config
+        config.add_error(LEGACY_FILE, "no `workers` list found (version 2 format expected)")
+        return None
+    return data["workers"]
 
-    tree = {e[3]: e for e in all_files() if e[1] == "blob" and e[3] != LEGACY_FILE}
 
-    def fetch(paths: list[str]) -> dict[str, str]:
-        wanted = [tree[p] for p in dict.fromkeys(paths)]
-        for e in wanted:
-            _check_regular(e)
-        blobs = read([e[2] for e in wanted])
-        return {e[3]: _decode(e[3], blobs[e[2]]) for e in wanted}
-
-    # (source file, definition): inline entries come from .arkindex.yml, patterns name YAML files
+def _legacy_definitions(
+    config: Configuration, values: list[Any], files: _CommitFiles
+) -> list[tuple[str, Any]]:
+    """(source file, definition) for each worker: a mapping in `workers` is defined in `.arkindex.yml`
+    itself, a glob pattern names YAML files that each define one."""
     definitions: list[tuple[str, Any]] = []
-    for value in data["workers"]:
+    for value in values:
         if isinstance(value, dict):
             definitions.append((LEGACY_FILE, value))
         elif isinstance(value, str):
-            pattern = _safe_relative(value)
-            if pattern is None or pattern == ".":
-                config.errors.append(
-                    {
-                        "file": LEGACY_FILE,
-                        "message": f"the pattern {value!r} points outside the repository; give a relative pattern",
-                    }
+            matched = match_legacy_pattern(value, files.tree)
+            if matched is None:
+                config.add_error(
+                    LEGACY_FILE,
+                    f"the pattern {value!r} points outside the repository; give a relative pattern",
                 )
                 continue
-            # As `Path.rglob`, which the converter uses: the pattern matches at any depth.
-            while pattern.startswith("**/"):
-                pattern = pattern[3:]
-            matched = sorted(p for p in tree if PurePosixPath(p).match(pattern))
-            for path, file_text in fetch(matched).items():
-                try:
-                    definitions.append((path, parse_yaml(path, file_text)))
-                except yaml.YAMLError as exc:
-                    config.errors.append({"file": path, "message": f"invalid YAML: {exc}"})
+            documents = _documents(config, files.texts(matched).items())
+            definitions.extend((path, data) for path, _, data in documents)
         else:
-            config.errors.append(
-                {
-                    "file": LEGACY_FILE,
-                    "message": f"a `workers` entry must be a mapping or a glob pattern, not {type(value).__name__}",
-                }
+            config.add_error(
+                LEGACY_FILE,
+                f"a `workers` entry must be a mapping or a glob pattern, not {type(value).__name__}",
             )
+    return definitions
 
-    with tempfile.TemporaryDirectory(prefix="git-import-legacy-") as tmp:
-        base = Path(tmp)
-        sources: dict[str, str] = {}
-        for source, definition in definitions:
-            if not isinstance(definition, dict):
-                config.errors.append(
-                    {"file": source, "message": "a worker definition must be a YAML mapping"}
-                )
-                continue
-            worker = dict(definition)
-            slug = worker.get("slug", "?")
-            description = worker.get("description")
-            if isinstance(description, str):
-                inside = _safe_relative(description)
-                if inside is None:
-                    config.errors.append(
-                        {
-                            "file": source,
-                            "message": f"worker {slug}: the description file {description!r} is outside the repository",
-                        }
-                    )
-                    continue
-                worker["description"] = inside
-                if inside in tree and not (base / inside).exists():
-                    for path, content in fetch([inside]).items():
-                        target = base / path
-                        target.parent.mkdir(parents=True, exist_ok=True)
-                        target.write_text(content)
-            try:
-                legacy.convert_worker(worker, base)
-            except FileExistsError:
-                raise ConfigError(
-                    f"{sources.get(str(slug), LEGACY_FILE)} and {source} both declare the worker slug {slug!r}",
-                    hint="give each worker its own slug",
-                ) from None
-            except Exception as exc:  # the converter raises many kinds; each fails this worker only
-                config.errors.append({"file": source, "message": f"worker {slug}: {_validator_message(exc)}"})
-                continue
-            sources[str(slug)] = source
-            converted_text = (base / CONFIG_DIR / f"{slug}.yml").read_text()
-            label = f"{LEGACY_FILE} ({slug})" if source == LEGACY_FILE else f"{source} (via {LEGACY_FILE})"
-            config.workers.append(WorkerFile(label, converted_text, yaml.safe_load(converted_text)))
-    _check_unique_slugs(config.workers)
-    return config
+
+@dataclass
+class _LegacyConverter:
+    """Converts legacy worker definitions one at a time in ``base``: the converter reads description files
+    there (copied from the commit) and writes each worker's `arkindex/<slug>.yml` there."""
+
+    base: Path
+    files: _CommitFiles
+    config: Configuration
+    declared_in: dict[str, str] = field(default_factory=dict)  # slug → the file that defined it
+
+    def add(self, source: str, definition: Any) -> None:
+        """Convert one definition into a worker of the configuration, or record why it cannot be."""
+        if not isinstance(definition, dict):
+            self.config.add_error(source, "a worker definition must be a YAML mapping")
+            return
+        worker = dict(definition)
+        slug = worker.get("slug", "?")
+        if not self._place_description(source, worker, slug):
+            return
+        try:
+            legacy.convert_worker(worker, self.base)
+        except FileExistsError:  # the converter refuses to overwrite the file of an earlier worker
+            raise _duplicate_slug(self.declared_in.get(str(slug), LEGACY_FILE), source, slug) from None
+        except Exception as exc:  # the converter raises many kinds; each fails this worker only
+            self.config.add_error(source, f"worker {slug}: {_validator_message(exc)}")
+            return
+        self.declared_in[str(slug)] = source
+        text = (self.base / CONFIG_DIR / f"{slug}.yml").read_text()
+        label = f"{LEGACY_FILE} ({slug})" if source == LEGACY_FILE else f"{source} (via {LEGACY_FILE})"
+        self.config.workers.append(WorkerFile(label, text, yaml.safe_load(text)))
+
+    def _place_description(self, source: str, worker: dict[str, Any], slug: Any) -> bool:
+        """Make the worker's description path relative and copy that file of the commit where the converter
+        reads it; False, with the error recorded, when the path leaves the repository."""
+        description = worker.get("description")
+        if not isinstance(description, str):
+            return True
+        inside = _safe_relative(description)
+        if inside is None:
+            self.config.add_error(
+                source, f"worker {slug}: the description file {description!r} is outside the repository"
+            )
+            return False
+        worker["description"] = inside
+        if inside in self.files.tree and not (self.base / inside).exists():
+            text = self.files.texts([inside])[inside]
+            target = self.base / inside
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+        return True
 
 
 def read_configuration(
     entries: list[TreeEntry], all_files: Callable[[], list[TreeEntry]], read: BlobReader
 ) -> Configuration:
     """Pick the format: `arkindex/*.yml|yaml` wins over a legacy `.arkindex.yml` (dropped in Arkindex 1.12)."""
-    has_current = any(
-        PurePosixPath(e[3]).parent.as_posix() == CONFIG_DIR and e[3].endswith((".yml", ".yaml"))
-        for e in entries
-    )
+    has_current = any(_is_current_file(e[3]) for e in entries)
     has_legacy = any(e[3] == LEGACY_FILE for e in entries)
     if has_current:
         if has_legacy:
