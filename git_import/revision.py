@@ -1,8 +1,10 @@
 """The per-revision import task: register the workers one commit declares on Arkindex.
 
 It fetches that one commit (depth 1, trees only), lists the configuration files, fetches just their
-blobs in one request and reads them with one `git cat-file --batch`. Running it twice leaves Arkindex
-as one run would: workers are found by slug and repository, versions by revision URL.
+blobs in one request and reads them with one `git cat-file --batch`. Every file is checked before
+anything is registered: with one bad file, nothing is, and every bad file is listed (exit status 2).
+Running it twice leaves Arkindex as one run would: workers are found by slug and repository, versions
+by revision URL.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from git_import.arkindex import ArkindexAPI
-from git_import.errors import EXIT_FAILURE, EXIT_OK, ConfigError, FatalError
+from git_import.errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, ConfigError, FatalError
 from git_import.git.repo import GitEnv, GitError, Repo, git_env_for, with_retries
 from git_import.logs import Timings
 from git_import.rules.configuration import (
@@ -239,10 +241,14 @@ def run_revision(settings: Settings) -> int:
         report["repository_url"], report["revision_url"] = source.url, source.revision_url
         config = read_source(settings, source, timings)
         report["configuration"] = config.format
-        report["errors"].extend(config.errors)
-        for error in config.errors:
-            logger.error("revision %s: %s: %s", source.commit[:10], error["file"], error["message"])
-        if config.format == "none":
+        if config.errors:
+            # All or nothing, as the trigger: a commit is registered whole or not at all, so Arkindex
+            # never offers half of a commit's workers and one push fixes every file listed.
+            report["errors"].extend(config.errors)
+            for error in config.errors:
+                logger.error("revision %s: %s: %s", source.commit[:10], error["file"], error["message"])
+            status = EXIT_CONFIG
+        elif config.format == "none":
             logger.info(
                 "revision %s: no worker configuration (no %s/*.yml or %s): nothing to import",
                 source.commit[:10],
@@ -250,22 +256,20 @@ def run_revision(settings: Settings) -> int:
                 LEGACY_FILE,
             )
             return EXIT_OK
-        if not config.workers:
-            logger.error("revision %s: no valid worker configuration: nothing registered", source.commit[:10])
-            return EXIT_FAILURE
-        with timings.phase("register"):
-            register_all(settings, source, config.workers, report)
+        else:
+            with timings.phase("register"):
+                register_all(settings, source, config.workers, report)
+            status = EXIT_FAILURE if report["errors"] else EXIT_OK
     except FatalError as exc:
         report["errors"].append({"file": None, "message": str(exc)})
         raise
     finally:
         _write_report(settings, report)
-    return _summary(source.commit, report, timings)
+    return _summary(source.commit, report, timings, status)
 
 
-def _summary(commit: str, report: dict[str, Any], timings: Timings) -> int:
+def _summary(commit: str, report: dict[str, Any], timings: Timings, status: int) -> int:
     """The closing lines: what was registered, and what to do about what was not."""
-    status = EXIT_FAILURE if report["errors"] else EXIT_OK
     logger.info(
         "revision %s %s: %d worker(s) registered (%d new version(s), %d existing), %d error(s); timings: %s",
         commit[:10],
@@ -276,12 +280,16 @@ def _summary(commit: str, report: dict[str, Any], timings: Timings) -> int:
         len(report["errors"]),
         timings,
     )
-    if any(error.get("slug") for error in report["errors"]):
-        logger.error("Arkindex refused some workers (above): retry the task once the cause is fixed")
-    elif report["errors"]:
+    if status == EXIT_CONFIG:
+        files = len({error["file"] for error in report["errors"]})
         logger.error(
-            "fix the files named above and push again; valid workers of this revision were registered"
+            "revision %s: nothing was registered: %d configuration file(s) above are invalid "
+            "(fix the files named above and push again)",
+            commit[:10],
+            files,
         )
+    elif report["errors"]:
+        logger.error("Arkindex refused some workers (above): retry the task once the cause is fixed")
     return status
 
 

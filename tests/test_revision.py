@@ -253,14 +253,20 @@ def test_current_format_wins_over_legacy(emulator, tmp_path, repo, git_root, git
     assert "the current format wins" in result.output
 
 
-def test_invalid_file_fails_the_task_but_registers_the_valid_worker(
-    emulator, tmp_path, repo, git_root, git_server
-):
+def error_lines(result: Result) -> list[str]:
+    """The messages of the ERROR lines, without their date, time and level."""
+    return [line.split(" ERROR ", 1)[1].strip() for line in result.output.splitlines() if " ERROR " in line]
+
+
+def test_invalid_files_register_nothing_and_are_all_listed(emulator, tmp_path, repo, git_root, git_server):
+    """A file the validator rejects and a file that is not YAML, beside a valid worker: the valid worker is
+    not registered either (a revision is registered whole or not at all), both files are listed, exit 2."""
     commit = repo.commit(
-        "One good, one bad",
+        "One good, two bad",
         {
             "arkindex/good.yml": worker_yaml("good", "Good"),
             "arkindex/bad.yml": worker_yaml("bad", "Bad").replace("gpu_usage: disabled", "gpu_usage: always"),
+            "arkindex/broken.yml": "slug: [unclosed\n",
         },
     )
     repo.publish(git_root / "workers.git")
@@ -269,16 +275,20 @@ def test_invalid_file_fails_the_task_but_registers_the_valid_worker(
 
     result = ponos.run_child(task)
 
-    assert result.code == 1, result.output
-    error_lines = [line for line in result.output.splitlines() if "arkindex/bad.yml" in line]
-    assert any("gpu_usage" in line and "always" in line for line in error_lines), result.output
-    assert [w["slug"] for w in emulator.workers()] == ["good"]
-    assert len(emulator.versions()) == 1
+    assert result.code == 2, result.output
+    short = commit[:10]
+    lines = error_lines(result)
+    assert lines[0].startswith(f"revision {short}: arkindex/bad.yml: ") and "gpu_usage" in lines[0]
+    assert lines[1].startswith(f"revision {short}: arkindex/broken.yml: invalid YAML")
+    assert lines[-1] == (
+        f"revision {short}: nothing was registered: 2 configuration file(s) above are invalid "
+        "(fix the files named above and push again)"
+    )
+    assert operations(emulator, "CreateWorker") == []
+    assert emulator.workers() == [] and emulator.versions() == []
     report = report_of(ponos, task)
-    assert [w["slug"] for w in report["workers"]] == ["good"]
-    (error,) = report["errors"]
-    assert error["file"] == "arkindex/bad.yml"
-    assert "gpu_usage" in error["message"]
+    assert report["workers"] == []
+    assert [error["file"] for error in report["errors"]] == ["arkindex/bad.yml", "arkindex/broken.yml"]
 
 
 def test_commit_without_configuration(emulator, tmp_path, repo, git_root, git_server):
