@@ -1,6 +1,9 @@
 """Fast direct tests of the pure parts of git_import/rules/configuration.py: the image template check and the
 safety checks on configuration files (size, UTF-8, aliases, symlinks, duplicate slugs), then the two
-formats. Trees and blobs are given as data, exactly as `git ls-tree` and `git cat-file` return them."""
+formats. Trees and blobs are given as data, exactly as `git ls-tree` and `git cat-file` return them.
+
+A bad file is never raised: it is recorded in the configuration's errors, and every other file is still
+checked, so one run lists them all."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from git_import.errors import ConfigError
 from git_import.local.sample import worker_yaml
 from git_import.rules.configuration import (
     MAX_FILE_SIZE,
+    BadFile,
     check_image_template,
     image_for,
     match_legacy_pattern,
@@ -43,9 +47,13 @@ class Tree:
         """What `ls-tree <commit> arkindex/ .arkindex.yml` lists."""
         return [e for e in self.entries if e[3] == ".arkindex.yml" or e[3].startswith("arkindex/")]
 
-    def read(self, oids: list[str]) -> dict[str, bytes]:
+    def read(self, oids: list[str]) -> dict[str, bytes | int]:
+        """As the real reader (`Repo.read_blobs`): a blob over the limit comes as its size alone."""
         self.reads.append(list(oids))
-        return {oid: self.blobs[oid] for oid in oids}
+        return {
+            oid: len(self.blobs[oid]) if len(self.blobs[oid]) > MAX_FILE_SIZE else self.blobs[oid]
+            for oid in oids
+        }
 
     def configuration(self):
         return read_configuration(self.top(), lambda: list(self.entries), self.read)
@@ -109,10 +117,13 @@ def alias_bomb(levels: int = 9) -> str:
 
 
 def test_alias_bomb_is_refused_quickly():
-    with pytest.raises(ConfigError) as excinfo:
+    with pytest.raises(BadFile) as excinfo:
         parse_yaml("arkindex/bomb.yml", alias_bomb())
-    assert "arkindex/bomb.yml" in str(excinfo.value)
-    assert "alias" in str(excinfo.value)
+    assert excinfo.value.path == "arkindex/bomb.yml"
+    assert excinfo.value.message == (
+        "the YAML expands to more than 100000 nodes through aliases (an alias bomb) "
+        "(remove the YAML anchors and aliases that multiply its content)"
+    )
 
 
 def test_a_few_aliases_are_fine():
@@ -121,22 +132,33 @@ def test_a_few_aliases_are_fine():
 
 
 def test_recursive_alias_is_refused():
-    with pytest.raises(ConfigError, match="refers to itself"):
+    with pytest.raises(BadFile, match="refers to itself"):
         parse_yaml("a.yml", "a: &a [*a]\n")
 
 
 @pytest.mark.parametrize("depth", [150, 5000])
 def test_deep_nesting_is_refused_without_crashing(depth):
-    with pytest.raises(ConfigError, match="levels deep"):
+    with pytest.raises(BadFile, match="levels deep"):
         parse_yaml("a.yml", "[" * depth + "]" * depth)
 
 
-def test_syntax_error_is_the_files_own_error():
+def test_syntax_error_is_the_files_own_error_on_one_line():
     tree = Tree({"arkindex/bad.yml": "slug: [unclosed\n", "arkindex/good.yml": worker_yaml("good", "Good")})
     config = tree.configuration()
     assert [w.slug for w in config.workers] == ["good"]
-    assert config.errors[0]["file"] == "arkindex/bad.yml"
-    assert config.errors[0]["message"].startswith("invalid YAML")
+    assert config.errors == [
+        {
+            "file": "arkindex/bad.yml",
+            "message": "invalid YAML at line 2, column 1: while parsing a flow sequence: "
+            "expected ',' or ']', but got '<stream end>' (fix the YAML syntax there)",
+        }
+    ]
+
+
+def test_unsafe_yaml_tag_is_the_files_own_error():
+    config = Tree({"arkindex/tag.yml": "!!python/object:os.system {}\n"}).configuration()
+    ((error),) = config.errors
+    assert error["message"].startswith("invalid YAML at line 1, column 1: could not determine a constructor")
 
 
 # --- current format -------------------------------------------------------------------------------
@@ -171,33 +193,49 @@ def test_validator_message_names_the_file():
     )
     config = tree.configuration()
     assert [w.slug for w in config.workers] == ["good"]
-    (error,) = config.errors
-    assert error["file"] == "arkindex/bad.yml"
-    assert "description" in error["message"]
+    assert config.errors == [
+        {
+            "file": "arkindex/bad.yml",
+            "message": "the worker configuration is invalid: description: Required field missing "
+            "(fix the fields named; `worker-validator validate arkindex/bad.yml`, "
+            "from teklia-worker-configuration, checks it locally)",
+        }
+    ]
 
 
-def test_file_over_one_mebibyte_is_refused():
+def test_file_over_one_mebibyte_is_refused_by_its_size():
     big = worker_yaml("big", "Big") + "# " + "x" * MAX_FILE_SIZE + "\n"
     tree = Tree({"arkindex/big.yml": big})
-    with pytest.raises(ConfigError) as excinfo:
-        tree.configuration()
-    assert "arkindex/big.yml" in str(excinfo.value)
-    assert "1 MiB" in str(excinfo.value)
+    config = tree.configuration()
+    assert config.workers == []
+    assert config.errors == [
+        {
+            "file": "arkindex/big.yml",
+            "message": f"the file is {len(big)} bytes, over the 1 MiB limit for a worker configuration file "
+            "(keep worker configuration files small; move large data out of them)",
+        }
+    ]
 
 
 def test_invalid_utf8_is_refused():
     tree = Tree({"arkindex/latin1.yml": worker_yaml("w", "Caf\xe9").encode("latin-1")})
-    with pytest.raises(ConfigError) as excinfo:
-        tree.configuration()
-    assert "arkindex/latin1.yml is not valid UTF-8" in str(excinfo.value)
-    assert "UTF-8" in excinfo.value.hint
+    assert tree.configuration().errors == [
+        {
+            "file": "arkindex/latin1.yml",
+            "message": "the file is not valid UTF-8 at line 2, column 18 (save the file as UTF-8)",
+        }
+    ]
 
 
-def test_symlink_is_refused_before_any_read():
+def test_symlink_is_refused_and_never_read():
     tree = Tree({"README.md": "x"}, symlinks={"arkindex/link.yml": "../README.md"})
-    with pytest.raises(ConfigError) as excinfo:
-        tree.configuration()
-    assert "arkindex/link.yml is a symbolic link" in str(excinfo.value)
+    assert tree.configuration().errors == [
+        {
+            "file": "arkindex/link.yml",
+            "message": "the file is a symbolic link; worker configuration files must be regular files "
+            "(replace the link with the file itself)",
+        }
+    ]
     assert tree.reads == []
 
 
@@ -205,10 +243,58 @@ def test_duplicate_slugs_are_refused():
     tree = Tree(
         {"arkindex/one.yml": worker_yaml("same", "One"), "arkindex/two.yml": worker_yaml("same", "Two")}
     )
-    with pytest.raises(ConfigError) as excinfo:
-        tree.configuration()
-    message = str(excinfo.value)
-    assert "arkindex/one.yml" in message and "arkindex/two.yml" in message and "'same'" in message
+    config = tree.configuration()
+    assert config.errors == [
+        {
+            "file": "arkindex/two.yml",
+            "message": "the worker slug 'same' is declared by arkindex/one.yml too "
+            "(give each worker its own slug)",
+        }
+    ]
+
+
+def test_every_bad_file_is_recorded_in_one_pass():
+    """One of each kind beside a good file: all recorded, in file order. The link is never read; the
+    oversized blob comes from the reader as its size alone (as from `Repo.read_blobs`) and is reported by
+    it; one read serves every other file."""
+    big = "# " + "x" * MAX_FILE_SIZE + "\n"
+    tree = Tree(
+        {
+            "arkindex/a-good.yml": worker_yaml("good", "Good"),
+            "arkindex/b-big.yml": big,
+            "arkindex/c-bomb.yml": alias_bomb(),
+            "arkindex/d-latin1.yml": worker_yaml("latin", "Caf\xe9").encode("latin-1"),
+            "arkindex/e-syntax.yml": "slug: [unclosed\n",
+            "arkindex/f-invalid.yml": worker_yaml("invalid", "Invalid").replace("disabled", "always"),
+            "arkindex/g-list.yml": "- not\n- a worker\n",
+            "arkindex/h-same.yml": worker_yaml("good", "Again"),
+            "shared/real.yml": worker_yaml("linked", "Linked"),
+        },
+        symlinks={"arkindex/i-link.yml": "../shared/real.yml"},
+    )
+    config = tree.configuration()
+    assert [w.slug for w in config.workers] == ["good"]
+    messages = {error["file"]: error["message"] for error in config.errors}
+    bad = ["b-big", "c-bomb", "d-latin1", "e-syntax", "f-invalid", "g-list", "h-same", "i-link"]
+    assert list(messages) == [f"arkindex/{name}.yml" for name in bad]
+    assert messages["arkindex/b-big.yml"].startswith(f"the file is {len(big)} bytes")
+    assert "alias bomb" in messages["arkindex/c-bomb.yml"]
+    assert "not valid UTF-8" in messages["arkindex/d-latin1.yml"]
+    assert messages["arkindex/e-syntax.yml"].startswith("invalid YAML at line 2")
+    assert "gpu_usage: 'always'" in messages["arkindex/f-invalid.yml"]
+    assert "does not hold a YAML mapping" in messages["arkindex/g-list.yml"]
+    assert "'good' is declared by arkindex/a-good.yml too" in messages["arkindex/h-same.yml"]
+    assert "symbolic link" in messages["arkindex/i-link.yml"]
+    (read,) = tree.reads
+    link = next(e[2] for e in tree.entries if e[3] == "arkindex/i-link.yml")
+    assert link not in read and len(read) == 8
+
+
+def test_every_error_fits_on_one_line_and_says_how_to_fix_it():
+    tree = Tree({"arkindex/bad.yml": "a: 1\n\tb: 2\n", "arkindex/worse.yml": "a: b: c\n"})
+    for error in tree.configuration().errors:
+        assert "\n" not in error["message"]
+        assert error["message"].endswith(")")
 
 
 def test_no_configuration():
@@ -229,7 +315,7 @@ workers:
 """
 
 
-def legacy_tree(legacy: str = LEGACY, **extra: str) -> Tree:
+def legacy_tree(legacy: str = LEGACY, symlinks: dict[str, str] | None = None, **extra: str) -> Tree:
     return Tree(
         {
             ".arkindex.yml": legacy,
@@ -237,7 +323,8 @@ def legacy_tree(legacy: str = LEGACY, **extra: str) -> Tree:
             "workers/globbed.yml": "slug: globbed\nname: Globbed\ntype: recognizer\ndescription: docs/globbed.md\n",
             "docs/globbed.md": "Found by a pattern.\n",
             **extra,
-        }
+        },
+        symlinks,
     )
 
 
@@ -305,15 +392,47 @@ def test_legacy_pattern_does_not_match_the_legacy_file_itself():
 
 
 def test_legacy_pattern_file_gets_the_safety_checks():
-    tree = legacy_tree(**{"workers/bomb.yml": alias_bomb()})
-    with pytest.raises(ConfigError, match=r"workers/bomb\.yml"):
-        tree.configuration()
+    tree = legacy_tree(**{"workers/bomb.yml": alias_bomb()}, symlinks={"workers/link.yml": "../docs/x.yml"})
+    config = tree.configuration()
+    assert [error["file"] for error in config.errors] == ["workers/bomb.yml", "workers/link.yml"]
+    assert "alias bomb" in config.errors[0]["message"]
+    assert "symbolic link" in config.errors[1]["message"]
+
+
+def test_legacy_description_file_gets_the_safety_checks():
+    legacy = "version: 2\nworkers:\n  - slug: w\n    name: W\n    type: t\n    description: docs/link.md\n"
+    config = legacy_tree(legacy, symlinks={"docs/link.md": "inline.md"}).configuration()
+    assert config.workers == []
+    assert [error["file"] for error in config.errors] == ["docs/link.md"]
+    assert "symbolic link" in config.errors[0]["message"]
 
 
 def test_legacy_duplicate_slugs_are_refused():
     legacy = LEGACY + "  - slug: globbed\n    name: Again\n    type: t\n"
-    with pytest.raises(ConfigError, match="both declare the worker slug 'globbed'"):
-        legacy_tree(legacy).configuration()
+    config = legacy_tree(legacy).configuration()
+    assert config.errors == [
+        {
+            "file": ".arkindex.yml",
+            "message": "the worker slug 'globbed' is declared by workers/globbed.yml too "
+            "(give each worker its own slug)",
+        }
+    ]
+
+
+def test_legacy_patterns_that_match_nothing_are_an_error():
+    config = legacy_tree("version: 2\nworkers:\n  - nowhere/*.yml\n").configuration()
+    assert config.workers == []
+    ((error),) = config.errors
+    assert error["file"] == ".arkindex.yml"
+    assert "declares no worker" in error["message"]
+
+
+def test_legacy_file_itself_gets_the_safety_checks():
+    config = legacy_tree("version: 2\nworkers: [unclosed\n").configuration()
+    assert config.workers == []
+    ((error),) = config.errors
+    assert error["file"] == ".arkindex.yml"
+    assert error["message"].startswith("invalid YAML at line 3")
 
 
 def test_legacy_without_workers():

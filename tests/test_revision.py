@@ -277,18 +277,23 @@ def test_invalid_files_register_nothing_and_are_all_listed(emulator, tmp_path, r
 
     assert result.code == 2, result.output
     short = commit[:10]
-    lines = error_lines(result)
-    assert lines[0].startswith(f"revision {short}: arkindex/bad.yml: ") and "gpu_usage" in lines[0]
-    assert lines[1].startswith(f"revision {short}: arkindex/broken.yml: invalid YAML")
-    assert lines[-1] == (
+    assert error_lines(result) == [
+        f"revision {short}: arkindex/bad.yml: the worker configuration is invalid: "
+        "gpu_usage: 'always' not in ('supported', 'required', 'disabled') (fix the fields named; "
+        "`worker-validator validate arkindex/bad.yml`, from teklia-worker-configuration, checks it locally)",
+        f"revision {short}: arkindex/broken.yml: invalid YAML at line 2, column 1: while parsing a flow "
+        "sequence: expected ',' or ']', but got '<stream end>' (fix the YAML syntax there)",
         f"revision {short}: nothing was registered: 2 configuration file(s) above are invalid "
-        "(fix the files named above and push again)"
-    )
+        "(fix the files named above and push again)",
+    ], result.output
     assert operations(emulator, "CreateWorker") == []
     assert emulator.workers() == [] and emulator.versions() == []
     report = report_of(ponos, task)
     assert report["workers"] == []
     assert [error["file"] for error in report["errors"]] == ["arkindex/bad.yml", "arkindex/broken.yml"]
+    assert [f"revision {short}: {e['file']}: {e['message']}" for e in report["errors"]] == error_lines(
+        result
+    )[:2]
 
 
 def test_commit_without_configuration(emulator, tmp_path, repo, git_root, git_server):
@@ -342,31 +347,35 @@ BAD_INPUTS = {
         {"arkindex/big.yml": worker_yaml("big", "Big") + "# " + "x" * MAX_FILE_SIZE + "\n"},
         {},
         {},
-        ["arkindex/big.yml", "1 MiB", "keep worker configuration files small"],
+        [
+            "arkindex/big.yml: the file is",
+            "bytes, over the 1 MiB limit",
+            "keep worker configuration files small",
+        ],
     ),
     "alias bomb": (
         {"arkindex/bomb.yml": alias_bomb()},
         {},
         {},
-        ["arkindex/bomb.yml", "alias", "remove the YAML anchors"],
+        ["arkindex/bomb.yml: the YAML expands", "(an alias bomb)", "remove the YAML anchors"],
     ),
     "symlink": (
         {"shared/worker.yml": worker_yaml("linked", "Linked")},
         {"arkindex/linked.yml": "../shared/worker.yml"},
         {},
-        ["arkindex/linked.yml is a symbolic link", "replace the link with the file itself"],
+        ["arkindex/linked.yml: the file is a symbolic link", "replace the link with the file itself"],
     ),
     "invalid UTF-8": (
         {"arkindex/latin1.yml": worker_yaml("latin", "Caf\xe9").encode("latin-1")},
         {},
         {},
-        ["arkindex/latin1.yml is not valid UTF-8", "save the file as UTF-8"],
+        ["arkindex/latin1.yml: the file is not valid UTF-8 at line 2, column 18", "save the file as UTF-8"],
     ),
     "duplicate slug": (
         {"arkindex/one.yml": worker_yaml("same", "One"), "arkindex/two.yml": worker_yaml("same", "Two")},
         {},
         {},
-        ["arkindex/one.yml and arkindex/two.yml both declare the worker slug 'same'", "give each worker"],
+        ["arkindex/two.yml: the worker slug 'same' is declared by arkindex/one.yml too", "give each worker"],
     ),
     "unknown image placeholder": (
         {"arkindex/hello.yml": worker_yaml("hello", "Hello")},
@@ -391,12 +400,102 @@ def test_bad_input_exits_2_and_creates_nothing(case, emulator, tmp_path, repo, g
     result = ponos.run_child(task)
 
     assert result.code == 2, result.output
-    lines = [line for line in result.output.splitlines() if all(text in line for text in expected)]
+    lines = [line for line in error_lines(result) if all(text in line for text in expected)]
     assert len(lines) == 1, result.output
     assert "Traceback" not in result.output
     assert operations(emulator, "CreateWorker") == []
     assert emulator.workers() == [] and emulator.versions() == []
     assert len(report_of(ponos, task)["errors"]) == 1
+    if not env:  # a bad file, not a setting: the last line says nothing was registered and what to do
+        assert error_lines(result)[-1].endswith(
+            "nothing was registered: 1 configuration file(s) above are invalid "
+            "(fix the files named above and push again)"
+        ), result.output
+
+
+def test_every_bad_file_of_a_commit_is_listed_in_one_run(emulator, tmp_path, repo, git_root, git_server):
+    """One commit with a bad file of each kind beside a valid worker: one run lists them all, in the log
+    and in import-report.json, registers nothing (no CreateWorker reaches Arkindex) and exits 2."""
+    commit = repo.commit(
+        "Many bad files",
+        {
+            "arkindex/a-good.yml": worker_yaml("good", "Good"),
+            "arkindex/b-big.yml": worker_yaml("big", "Big") + "# " + "x" * MAX_FILE_SIZE + "\n",
+            "arkindex/c-bomb.yml": alias_bomb(),
+            "arkindex/d-latin1.yml": worker_yaml("latin", "Caf\xe9").encode("latin-1"),
+            "arkindex/e-syntax.yml": "slug: good\ndisplay_name: [unclosed\n",
+            "arkindex/f-invalid.yml": worker_yaml("invalid", "Invalid").replace("classifier", ""),
+            "arkindex/g-same.yml": worker_yaml("good", "Good again"),
+            "shared/worker.yml": worker_yaml("linked", "Linked"),
+        },
+        symlinks={"arkindex/h-link.yml": "../shared/worker.yml"},
+    )
+    repo.publish(git_root / "workers.git")
+    ponos = process_for(emulator, tmp_path, git_server.url("workers.git"))
+    task = revision_task(ponos, commit)
+
+    result = ponos.run_child(task)
+
+    assert result.code == 2, result.output
+    assert "Traceback" not in result.output
+    bad = ["b-big", "c-bomb", "d-latin1", "e-syntax", "f-invalid", "g-same", "h-link"]
+    files = [f"arkindex/{name}.yml" for name in bad]
+    report = report_of(ponos, task)
+    assert [error["file"] for error in report["errors"]] == files
+    lines = error_lines(result)
+    assert lines[:-1] == [f"revision {commit[:10]}: {e['file']}: {e['message']}" for e in report["errors"]]
+    needles = [
+        "over the 1 MiB limit",
+        "(an alias bomb)",
+        "not valid UTF-8",
+        "invalid YAML at line 3",
+        "type: 'None' is not a str",
+        "'good' is declared by arkindex/a-good.yml too",
+        "is a symbolic link",
+    ]
+    for line, needle in zip(lines[:-1], needles, strict=True):
+        assert needle in line, line
+    assert lines[-1] == (
+        f"revision {commit[:10]}: nothing was registered: 7 configuration file(s) above are invalid "
+        "(fix the files named above and push again)"
+    )
+    assert report["workers"] == []
+    assert operations(emulator, "CreateWorker") == []
+    assert emulator.workers() == [] and emulator.versions() == []
+
+
+def test_legacy_file_pointing_outside_the_commit_registers_nothing(
+    emulator, tmp_path, repo, git_root, git_server
+):
+    """A legacy `.arkindex.yml` with a valid inline worker, a pattern and a description outside the
+    repository: both are listed, the valid worker is not registered, exit 2."""
+    legacy = (
+        "version: 2\n"
+        "workers:\n"
+        "  - slug: inline\n    name: Inline\n    type: classifier\n    description: docs/inline.md\n"
+        "  - slug: thief\n    name: Thief\n    type: classifier\n    description: /etc/hostname\n"
+        "  - ../../etc/*.yml\n"
+    )
+    commit = repo.commit("Legacy", {".arkindex.yml": legacy, "docs/inline.md": "Inline.\n"})
+    repo.publish(git_root / "workers.git")
+    ponos = process_for(emulator, tmp_path, git_server.url("workers.git"))
+    task = revision_task(ponos, commit)
+
+    result = ponos.run_child(task)
+
+    assert result.code == 2, result.output
+    short = commit[:10]
+    assert error_lines(result) == [
+        f"revision {short}: .arkindex.yml: the pattern '../../etc/*.yml' points outside the repository "
+        "(give a pattern relative to the repository's root)",
+        f"revision {short}: .arkindex.yml: worker thief: the description file '/etc/hostname' is outside "
+        "the repository (give a path relative to the repository's root)",
+        f"revision {short}: nothing was registered: 1 configuration file(s) above are invalid "
+        "(fix the files named above and push again)",
+    ], result.output
+    assert operations(emulator, "CreateWorker") == []
+    report = report_of(ponos, task)
+    assert (report["configuration"], report["workers"], len(report["errors"])) == ("legacy", [], 2)
 
 
 def test_revision_missing_from_the_server(emulator, tmp_path, repo, git_root, git_server):

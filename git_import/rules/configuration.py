@@ -1,7 +1,9 @@
 """Worker configuration files of one revision (the current `arkindex/*.yml` format and the legacy `.arkindex.yml`): find, check, validate, convert.
 
-Safety checks on raw files (size, symlink, UTF-8, YAML aliases, duplicate slugs) come before any
-API write and stop the whole revision; a file the validator rejects only fails its own worker.
+Every problem with a file (a link, its size, UTF-8, unsafe or invalid YAML, the validator, a duplicate
+slug) is recorded as that file's error and the next file is checked: the revision then lists every bad
+file at once and registers nothing, so one push fixes them all and Arkindex never holds half a commit.
+Only a wrong setting (the image template) raises.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import logging
 import posixpath
 import string
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -38,6 +40,18 @@ TreeEntry = tuple[str, str, str, str]
 BlobReader = Callable[[list[str]], dict[str, bytes | int]]
 
 
+class BadFile(Exception):
+    """One configuration file that cannot be used: what is wrong with it and how to fix it.
+
+    Raised by the checks of one file and caught by the loop over the files, which records it and goes
+    on: never a reason to stop reading the others."""
+
+    def __init__(self, path: str, problem: str, hint: str) -> None:
+        self.path = path
+        self.message = f"{problem} ({hint})"
+        super().__init__(f"{path}: {self.message}")
+
+
 @dataclass
 class WorkerFile:
     path: str
@@ -56,8 +70,14 @@ class Configuration:
     errors: list[dict[str, str]] = field(default_factory=list)  # {"file", "message"}
 
     def add_error(self, file: str, message: str) -> None:
-        """Record what is wrong with one file or worker definition; the revision goes on with the others."""
-        self.errors.append({"file": file, "message": message})
+        """Record what is wrong with one file or worker definition; the other files are still checked."""
+        error = {"file": file, "message": message}
+        # A file read twice (a description shared by two legacy workers) is listed once.
+        if error not in self.errors:
+            self.errors.append(error)
+
+    def refuse(self, bad: BadFile) -> None:
+        self.add_error(bad.path, bad.message)
 
 
 def check_image_template(template: str) -> str:
@@ -98,15 +118,19 @@ def image_for(template: str, *, slug: str, commit: str, ref_name: str | None) ->
 def _decode(path: str, raw: bytes | int) -> str:
     size = raw if isinstance(raw, int) else len(raw)
     if isinstance(raw, int) or size > MAX_FILE_SIZE:
-        raise ConfigError(
-            f"{path} is {size} bytes, over the 1 MiB limit for a worker configuration file",
-            hint="keep worker configuration files small; move large data out of them",
+        raise BadFile(
+            path,
+            f"the file is {size} bytes, over the 1 MiB limit for a worker configuration file",
+            "keep worker configuration files small; move large data out of them",
         )
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"{path} is not valid UTF-8 (byte {exc.start})", hint="save the file as UTF-8"
+        # Where an editor shows it (the column counts bytes: the line is not text there).
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - raw.rfind(b"\n", 0, exc.start)
+        raise BadFile(
+            path, f"the file is not valid UTF-8 at line {line}, column {column}", "save the file as UTF-8"
         ) from None
 
 
@@ -141,39 +165,59 @@ def _expanded_size(node: yaml.Node, memo: dict[int, int], active: set[int], dept
     return size
 
 
+_TOO_DEEP = (
+    f"the YAML nests more than {MAX_YAML_DEPTH} levels deep",
+    "flatten the nested lists and mappings",
+)
+
+
+def _expansion_problem(node: yaml.Node) -> tuple[str, str] | None:
+    """What is unsafe in the document, measured on its node graph before anything is built from it (so
+    an alias bomb is never expanded): (problem, hint), or None.
+
+    It returns rather than raises: a traceback printer (pytest's among them) shows the arguments of the
+    raising frame, and the repr of a bomb's node is itself a bomb."""
+    try:
+        size = _expanded_size(node, {}, set())
+    except _TooDeep:
+        return _TOO_DEEP
+    except _Recursive:
+        return "a YAML alias refers to itself", "remove the recursive anchor and alias"
+    if size > MAX_YAML_NODES:
+        return (
+            f"the YAML expands to more than {MAX_YAML_NODES} nodes through aliases (an alias bomb)",
+            "remove the YAML anchors and aliases that multiply its content",
+        )
+    return None
+
+
+def _syntax_error(path: str, exc: yaml.YAMLError) -> BadFile:
+    """PyYAML's error on one line (its own text spans several, with a copy of the source): where and what."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    what = f"{context}: {problem}" if context else problem
+    return BadFile(path, f"invalid YAML{where}: {what}", "fix the YAML syntax there")
+
+
 def parse_yaml(path: str, text: str) -> Any:
     """Parse one YAML document safely: an alias bomb (a document that expands past 100,000 nodes), a
-    recursive alias or a document nested deeper than 100 levels is refused.
-
-    A syntax error raises ``yaml.YAMLError`` (the file's own error); an unsafe document raises ConfigError.
-    """
-    too_deep = ConfigError(
-        f"{path} nests its YAML more than {MAX_YAML_DEPTH} levels deep",
-        hint="flatten the nested lists and mappings",
-    )
+    recursive alias or a document nested deeper than 100 levels is refused, as is a syntax error; each
+    raises :class:`BadFile`."""
     loader = yaml.SafeLoader(text)
     try:
-        try:
-            node = loader.get_single_node()
-        except RecursionError:
-            raise too_deep from None
+        node = loader.get_single_node()
         if node is None:
             return None
-        try:
-            size = _expanded_size(node, {}, set())
-        except _TooDeep:
-            raise too_deep from None
-        except _Recursive:
-            raise ConfigError(
-                f"{path} holds a YAML alias that refers to itself",
-                hint="remove the recursive anchor and alias",
-            ) from None
-        if size > MAX_YAML_NODES:
-            raise ConfigError(
-                f"{path} expands to more than {MAX_YAML_NODES} YAML nodes through aliases (an alias bomb)",
-                hint="remove the YAML anchors and aliases that multiply its content",
-            )
+        unsafe = _expansion_problem(node)
+        if unsafe:
+            raise BadFile(path, *unsafe)
         return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        raise _syntax_error(path, exc) from None
+    except RecursionError:  # the composer recurses once a level: a deep document ends here
+        raise BadFile(path, *_TOO_DEEP) from None
     finally:
         loader.dispose()
 
@@ -187,12 +231,17 @@ def _validator_message(exc: Exception) -> str:
 def _check_regular(entry: TreeEntry) -> None:
     mode, kind, _, path = entry
     if mode == SYMLINK_MODE:
-        raise ConfigError(
-            f"{path} is a symbolic link; worker configuration files must be regular files",
-            hint="replace the link with the file itself",
+        raise BadFile(
+            path,
+            "the file is a symbolic link; worker configuration files must be regular files",
+            "replace the link with the file itself",
         )
     if kind != "blob":
-        raise ConfigError(f"{path} is not a file", hint="worker configuration files must be regular files")
+        raise BadFile(
+            path,
+            "the path is not a file (a folder or a submodule)",
+            "make it a regular file, or give it a name that does not end in .yml or .yaml",
+        )
 
 
 def _is_current_file(path: str) -> bool:
@@ -200,62 +249,88 @@ def _is_current_file(path: str) -> bool:
     return PurePosixPath(path).parent.as_posix() == CONFIG_DIR and path.endswith((".yml", ".yaml"))
 
 
-def _fetch(files: list[TreeEntry], read: BlobReader) -> dict[str, bytes | int]:
-    """The raw content of ``files`` by path, in one read; a link or a non-file is refused before any read."""
+def _texts(config: Configuration, files: list[TreeEntry], read: BlobReader) -> list[tuple[str, str]]:
+    """(path, text) of each usable file, their blobs read in one go. A link or a non-file is recorded and
+    never read (a link is never followed: its target may lie outside the commit); a blob over the limit
+    comes from the reader as its size alone, so it is recorded without ever being held."""
+    regular = []
     for entry in files:
-        _check_regular(entry)
-    blobs = read([e[2] for e in files])
-    return {e[3]: blobs[e[2]] for e in files}
+        try:
+            _check_regular(entry)
+            regular.append(entry)
+        except BadFile as bad:
+            config.refuse(bad)
+    blobs = read([e[2] for e in regular]) if regular else {}
+    texts = []
+    for _, _, oid, path in regular:
+        try:
+            texts.append((path, _decode(path, blobs[oid])))
+        except BadFile as bad:
+            config.refuse(bad)
+    return texts
 
 
-def _decoded(raw: dict[str, bytes | int]) -> Iterator[tuple[str, str]]:
-    """(path, text) of each file, each decoded only when the caller reaches it."""
-    for path, content in raw.items():
-        yield path, _decode(path, content)
-
-
-def _documents(config: Configuration, texts: Iterable[tuple[str, str]]) -> Iterator[tuple[str, str, Any]]:
-    """(path, text, YAML data) of each file in turn; a syntax error is recorded as that file's own error
-    and the file skipped, while an unsafe document (ConfigError) stops everything."""
+def _documents(config: Configuration, texts: Iterable[tuple[str, str]]) -> list[tuple[str, str, Any]]:
+    """(path, text, YAML data) of each file that parses safely; the others are recorded."""
+    documents = []
     for path, text in texts:
         try:
-            data = parse_yaml(path, text)
-        except yaml.YAMLError as exc:
-            config.add_error(path, f"invalid YAML: {exc}")
-            continue
-        yield path, text, data
+            documents.append((path, text, parse_yaml(path, text)))
+        except BadFile as bad:
+            config.refuse(bad)
+    return documents
+
+
+def _current_worker(path: str, text: str, data: Any) -> WorkerFile:
+    """The worker one `arkindex/*.yml` file declares, as the validator accepts it."""
+    if not isinstance(data, dict):
+        raise BadFile(
+            path,
+            "the file does not hold a YAML mapping (a worker)",
+            "write the worker's fields (slug, display_name, type, description…) as one YAML mapping",
+        )
+    try:
+        validate(data, name=path)
+    except (yamale.YamaleError, ValueError, AssertionError) as exc:
+        raise BadFile(
+            path,
+            f"the worker configuration is invalid: {_validator_message(exc)}",
+            f"fix the fields named; `worker-validator validate {path}`, "
+            "from teklia-worker-configuration, checks it locally",
+        ) from None
+    return WorkerFile(path, text, data)
 
 
 def read_current(entries: list[TreeEntry], read: BlobReader) -> Configuration:
     """The current format: one worker per `arkindex/*.yml|yaml` file."""
     config = Configuration("current")
     files = sorted((e for e in entries if _is_current_file(e[3])), key=lambda e: e[3])
-    for path, text, data in _documents(config, _decoded(_fetch(files, read))):
-        if not isinstance(data, dict):
-            config.add_error(path, "the file must hold one YAML mapping (a worker)")
-            continue
+    for path, text, data in _documents(config, _texts(config, files, read)):
         try:
-            validate(data, name=path)
-        except (yamale.YamaleError, ValueError, AssertionError) as exc:
-            config.add_error(path, _validator_message(exc))
-            continue
-        config.workers.append(WorkerFile(path, text, data))
-    _check_unique_slugs(config.workers)
+            config.workers.append(_current_worker(path, text, data))
+        except BadFile as bad:
+            config.refuse(bad)
+    _check_unique_slugs(config)
     return config
 
 
-def _duplicate_slug(first: str, second: str, slug: Any) -> ConfigError:
-    return ConfigError(
-        f"{first} and {second} both declare the worker slug {slug!r}", hint="give each worker its own slug"
-    )
+def _duplicate_slug(first: str, second: str, slug: Any) -> BadFile:
+    """The later of two definitions of one slug is the bad one; the message names the earlier."""
+    where = "twice in this file" if first == second else f"by {first} too"
+    return BadFile(second, f"the worker slug {slug!r} is declared {where}", "give each worker its own slug")
 
 
-def _check_unique_slugs(workers: list[WorkerFile]) -> None:
+def _check_unique_slugs(config: Configuration) -> None:
+    """Record each worker whose slug an earlier one took, and keep the first only."""
     seen: dict[str, str] = {}
-    for worker in workers:
+    unique = []
+    for worker in config.workers:
         if worker.slug in seen:
-            raise _duplicate_slug(seen[worker.slug], worker.path, worker.slug)
+            config.refuse(_duplicate_slug(seen[worker.slug], worker.path, worker.slug))
+            continue
         seen[worker.slug] = worker.path
+        unique.append(worker)
+    config.workers = unique
 
 
 def _safe_relative(path: str) -> str | None:
@@ -281,14 +356,16 @@ def match_legacy_pattern(value: str, paths: Iterable[str]) -> list[str] | None:
 @dataclass
 class _CommitFiles:
     """The commit's files (blobs by path, the legacy file left out), read when a pattern or a
-    description names them, with the same safety checks as the current format's files."""
+    description names them, with the same safety checks as the current format's files; a bad one is
+    recorded in ``config`` and left out."""
 
     tree: dict[str, TreeEntry]
     read: BlobReader
+    config: Configuration
 
     def texts(self, paths: list[str]) -> dict[str, str]:
         wanted = [self.tree[p] for p in dict.fromkeys(paths)]
-        return dict(_decoded(_fetch(wanted, self.read)))
+        return dict(_texts(self.config, wanted, self.read))
 
 
 def read_legacy(
@@ -305,25 +382,37 @@ def read_legacy(
     values = _legacy_workers(config, entries, read)
     if values is None:
         return config
-    files = _CommitFiles({e[3]: e for e in all_files() if e[1] == "blob" and e[3] != LEGACY_FILE}, read)
+    tree = {e[3]: e for e in all_files() if e[1] == "blob" and e[3] != LEGACY_FILE}
+    files = _CommitFiles(tree, read, config)
     definitions = _legacy_definitions(config, values, files)
     with tempfile.TemporaryDirectory(prefix="git-import-legacy-") as tmp:
         converter = _LegacyConverter(Path(tmp), files, config)
         for source, definition in definitions:
             converter.add(source, definition)
-    _check_unique_slugs(config.workers)
+    _check_unique_slugs(config)
+    if not config.workers and not config.errors:
+        # Patterns that match nothing: not an error of any one entry, but the file declares no worker.
+        config.add_error(
+            LEGACY_FILE,
+            "its `workers` list declares no worker: its patterns match no file of the commit "
+            "(fix the patterns, or add the worker files they should name)",
+        )
     return config
 
 
 def _legacy_workers(config: Configuration, entries: list[TreeEntry], read: BlobReader) -> list[Any] | None:
     """The `workers` list of `.arkindex.yml`; None, with the file's error recorded, when it has none."""
     (entry,) = [e for e in entries if e[3] == LEGACY_FILE]
-    documents = list(_documents(config, _decoded(_fetch([entry], read))))
-    if not documents:  # invalid YAML, already recorded
+    documents = _documents(config, _texts(config, [entry], read))
+    if not documents:  # a link, too big, not UTF-8 or not YAML: already recorded
         return None
     ((_, _, data),) = documents
     if not isinstance(data, dict) or not isinstance(data.get("workers"), list) or not data["workers"]:
-        config.add_error(LEGACY_FILE, "no `workers` list found (version 2 format expected)")
+        config.add_error(
+            LEGACY_FILE,
+            "no `workers` list found (write the version 2 format, with a `workers` list, "
+            "or move each worker to its own arkindex/<slug>.yml)",
+        )
         return None
     return data["workers"]
 
@@ -342,7 +431,8 @@ def _legacy_definitions(
             if matched is None:
                 config.add_error(
                     LEGACY_FILE,
-                    f"the pattern {value!r} points outside the repository; give a relative pattern",
+                    f"the pattern {value!r} points outside the repository "
+                    "(give a pattern relative to the repository's root)",
                 )
                 continue
             documents = _documents(config, files.texts(matched).items())
@@ -350,7 +440,7 @@ def _legacy_definitions(
         else:
             config.add_error(
                 LEGACY_FILE,
-                f"a `workers` entry must be a mapping or a glob pattern, not {type(value).__name__}",
+                f"a `workers` entry is a {type(value).__name__} (give a worker mapping or a glob pattern)",
             )
     return definitions
 
@@ -368,7 +458,9 @@ class _LegacyConverter:
     def add(self, source: str, definition: Any) -> None:
         """Convert one definition into a worker of the configuration, or record why it cannot be."""
         if not isinstance(definition, dict):
-            self.config.add_error(source, "a worker definition must be a YAML mapping")
+            self.config.add_error(
+                source, "a worker definition is not a YAML mapping (write each worker as one mapping)"
+            )
             return
         worker = dict(definition)
         slug = worker.get("slug", "?")
@@ -377,9 +469,12 @@ class _LegacyConverter:
         try:
             legacy.convert_worker(worker, self.base)
         except FileExistsError:  # the converter refuses to overwrite the file of an earlier worker
-            raise _duplicate_slug(self.declared_in.get(str(slug), LEGACY_FILE), source, slug) from None
-        except Exception as exc:  # the converter raises many kinds; each fails this worker only
-            self.config.add_error(source, f"worker {slug}: {_validator_message(exc)}")
+            self.config.refuse(_duplicate_slug(self.declared_in.get(str(slug), LEGACY_FILE), source, slug))
+            return
+        except Exception as exc:  # the converter raises many kinds; each is this definition's error
+            # Its messages name the temporary folder the conversion runs in: say the commit's path.
+            problem = _validator_message(exc).replace(f"{self.base}/", "")
+            self.config.add_error(source, f"worker {slug}: {problem} (fix this worker's definition)")
             return
         self.declared_in[str(slug)] = source
         text = (self.base / CONFIG_DIR / f"{slug}.yml").read_text()
@@ -388,19 +483,23 @@ class _LegacyConverter:
 
     def _place_description(self, source: str, worker: dict[str, Any], slug: Any) -> bool:
         """Make the worker's description path relative and copy that file of the commit where the converter
-        reads it; False, with the error recorded, when the path leaves the repository."""
+        reads it; False, with the error recorded, when the path leaves the repository or the file is bad."""
         description = worker.get("description")
         if not isinstance(description, str):
             return True
         inside = _safe_relative(description)
         if inside is None:
             self.config.add_error(
-                source, f"worker {slug}: the description file {description!r} is outside the repository"
+                source,
+                f"worker {slug}: the description file {description!r} is outside the repository "
+                "(give a path relative to the repository's root)",
             )
             return False
         worker["description"] = inside
         if inside in self.files.tree and not (self.base / inside).exists():
-            text = self.files.texts([inside])[inside]
+            text = self.files.texts([inside]).get(inside)
+            if text is None:  # a link, too big or not UTF-8: recorded under its own path
+                return False
             target = self.base / inside
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text)
@@ -420,7 +519,11 @@ def read_configuration(
                 LEGACY_FILE,
                 LEGACY_FILE,
             )
-        return read_current(entries, read)
-    if has_legacy:
-        return read_legacy(entries, all_files, read)
-    return Configuration("none")
+        config = read_current(entries, read)
+    elif has_legacy:
+        config = read_legacy(entries, all_files, read)
+    else:
+        return Configuration("none")
+    # Found check by check (links first, duplicates last): listed file by file, for whoever fixes them.
+    config.errors.sort(key=lambda error: error["file"])
+    return config
