@@ -287,7 +287,7 @@ def _current_worker(path: str, text: str, data: Any) -> WorkerFile:
         raise BadFile(
             path,
             "the file does not hold a YAML mapping (a worker)",
-            "write the worker's fields (slug, display_name, type, description…) as one YAML mapping",
+            "write the worker's fields, such as slug, display_name, type and description, as one YAML mapping",
         )
     try:
         validate(data, name=path)
