@@ -76,6 +76,19 @@ NOT_FOUND = {"detail": "Not found."}
 NOT_AUTHENTICATED = {"detail": "Authentication credentials were not provided."}
 INVALID_TOKEN = {"detail": "Invalid token."}
 
+TASK_RESPONSE_FIELDS = (
+    "id",
+    "process_id",
+    "slug",
+    "parents",
+    "image",
+    "command",
+    "env",
+    "run",
+    "depth",
+    "state",
+)
+
 
 def _compile(path: str) -> re.Pattern[str]:
     return re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", path) + "$")
@@ -663,35 +676,45 @@ class Emulator:
     def _api(
         self, method: str, path: str, headers: Any, raw: bytes
     ) -> tuple[int, Any, dict[str, str] | None]:
-        operation = None
-        params: dict[str, str] = {}
-        allowed = []
-        for pattern, route_method, route_operation in _ROUTES:
-            match = pattern.match(path)
-            if match:
-                allowed.append(route_method)
-                if route_method == method:
-                    operation, params = route_operation, match.groupdict()
-        if operation is None:
-            if allowed:
-                raise ApiError(
-                    405, {"detail": f'Method "{method}" not allowed.'}, {"Allow": ", ".join(allowed)}
-                )
-            raise ApiError(404, NOT_FOUND)
-
-        faults = self.faults
-        if faults.latency > 0:
-            time.sleep(faults.latency)
+        operation, params = self._route(method, path)
+        if self.faults.latency > 0:
+            time.sleep(self.faults.latency)
         self._before(operation)
-
         auth_scheme, task_id = self._authenticate(headers.get("Authorization"))
         body: Any = None
         if method in WRITE_METHODS:
             body = self._parse_body(raw)
-
         handler = getattr(self, f"_op_{operation}")
         status, response = handler(params, body, auth_scheme, task_id)
+        self._after(operation, method, path, status, body, auth_scheme, task_id)
+        return status, response, None
 
+    @staticmethod
+    def _route(method: str, path: str) -> tuple[str, dict[str, str]]:
+        """The operation and path parameters of a request; 404 or 405 if none."""
+        allowed = []
+        for pattern, route_method, route_operation in _ROUTES:
+            match = pattern.match(path)
+            if match:
+                if route_method == method:
+                    return route_operation, match.groupdict()
+                allowed.append(route_method)
+        if allowed:
+            raise ApiError(405, {"detail": f'Method "{method}" not allowed.'}, {"Allow": ", ".join(allowed)})
+        raise ApiError(404, NOT_FOUND)
+
+    def _after(
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        status: int,
+        body: Any,
+        auth_scheme: str,
+        task_id: str | None,
+    ) -> None:
+        """A committed write may still lose its answer (drop after); otherwise record the request."""
+        faults = self.faults
         with self._lock:
             if (
                 method in WRITE_METHODS
@@ -711,7 +734,6 @@ class Emulator:
                     "task_id": task_id,
                 }
             )
-        return status, response, None
 
     def _authenticate(self, header: str | None) -> tuple[str, str | None]:
         if not header:
@@ -756,6 +778,21 @@ class Emulator:
         if scheme != "Ponos":
             raise ApiError(403, {"detail": "Only Ponos tasks are allowed to create tasks."})
         v = _Validator(body)
+        fields = self._validate_task_body(v)
+        if self.faults.create_task_delay > 0:
+            time.sleep(self.faults.create_task_delay)
+        with self._lock:
+            process = self._task_process(v, fields.pop("process_id"), task_id)
+            parents = self._task_parents(v, process, fields.pop("parent_ids"))
+            if v.errors:
+                raise ApiError(400, v.errors)
+            assert process is not None
+            return 201, self._create_child_task(process, parents, fields)
+
+    @staticmethod
+    def _validate_task_body(v: _Validator) -> dict[str, Any]:
+        """Check the body's own fields (no lookup); errors go to ``v``."""
+        body = v.body
         process_id = None
         if "process_id" not in body:
             v.error("process_id", REQUIRED)
@@ -765,11 +802,14 @@ class Emulator:
             process_id = _parse_uuid(body["process_id"])
             if process_id is None:
                 v.error("process_id", "Must be a valid UUID.")
-        slug = v.string("slug", max_length=MAX_SLUG_LENGTH)
-        image = v.string("image", max_length=MAX_IMAGE_LENGTH)
-        command = v.string("command", required=False, nullable=True, allow_blank=True)
-        env = v.str_dict("env")
-        has_docker_socket = v.boolean("has_docker_socket", False)
+        fields = {
+            "process_id": process_id,
+            "slug": v.string("slug", max_length=MAX_SLUG_LENGTH),
+            "image": v.string("image", max_length=MAX_IMAGE_LENGTH),
+            "command": v.string("command", required=False, nullable=True, allow_blank=True),
+            "env": v.str_dict("env"),
+            "has_docker_socket": v.boolean("has_docker_socket", False),
+        }
         parent_ids: list[str] = []
         if "parents" not in body:
             v.error("parents", REQUIRED)
@@ -784,74 +824,65 @@ class Emulator:
                     v.error("parents", "Must be a valid UUID.")
                 elif parsed not in parent_ids:
                     parent_ids.append(parsed)
+        fields["parent_ids"] = parent_ids
+        return fields
 
-        if self.faults.create_task_delay > 0:
-            time.sleep(self.faults.create_task_delay)
+    def _task_process(
+        self, v: _Validator, process_id: str | None, task_id: str | None
+    ) -> dict[str, Any] | None:
+        """The process to create a task in; only the caller's own (caller holds the lock)."""
+        if process_id is None:
+            return None
+        process = self._processes.get(process_id)
+        if process is None:
+            v.error("process_id", f'Invalid pk "{process_id}" - object does not exist.')
+        elif self._tasks[task_id]["process_id"] != process_id:
+            raise ApiError(403, {"detail": "You do not have permission to create tasks in this process."})
+        return process
 
-        with self._lock:
-            process = None
-            if process_id is not None:
-                process = self._processes.get(process_id)
-                if process is None:
-                    v.error("process_id", f'Invalid pk "{process_id}" - object does not exist.')
-                elif self._tasks[task_id]["process_id"] != process_id:
-                    raise ApiError(
-                        403, {"detail": "You do not have permission to create tasks in this process."}
-                    )
-            parents = []
-            for parent_id in parent_ids:
-                parent = self._tasks.get(parent_id)
-                if parent is None:
-                    v.error("parents", f'Invalid pk "{parent_id}" - object does not exist.')
-                elif process is not None and parent["process_id"] != process["id"]:
-                    v.error("parents", f"Task {parent_id} does not belong to process {process['id']}.")
-                else:
-                    parents.append(parent)
-            if parents and len({p["run"] for p in parents}) > 1:
-                v.error("parents", "All parents must be in the same run.")
-            if v.errors:
-                raise ApiError(400, v.errors)
-            assert process is not None and slug is not None and image is not None
-            run = parents[0]["run"]
-            if self.faults.duplicate_error == "non_field":
-                duplicate = {"non_field_errors": ["The fields process_id, run, slug must make a unique set."]}
+    def _task_parents(
+        self, v: _Validator, process: dict[str, Any] | None, parent_ids: list[str]
+    ) -> list[dict[str, Any]]:
+        """The parent tasks: existing, in the process, all in one run (caller holds the lock)."""
+        parents = []
+        for parent_id in parent_ids:
+            parent = self._tasks.get(parent_id)
+            if parent is None:
+                v.error("parents", f'Invalid pk "{parent_id}" - object does not exist.')
+            elif process is not None and parent["process_id"] != process["id"]:
+                v.error("parents", f"Task {parent_id} does not belong to process {process['id']}.")
             else:
-                duplicate = {"slug": [f"A task with the slug '{slug}' already exists in this process run."]}
-            if self._slug_taken(process["id"], run, slug):
-                raise ApiError(400, duplicate)
-            kwargs = {
-                "slug": slug,
-                "parents": parents,
-                "image": image,
-                "command": command,
-                "env": env,
-                "run": run,
-                "state": "unscheduled",
-                "has_docker_socket": has_docker_socket,
-            }
-            if self.faults.applies_to("CreateTask") and self._roll(self.faults.duplicate_race_rate):
-                # Another trigger of the same process created the same task just before us.
-                self._insert_task(process, **kwargs)
-                self.stats["races_injected"] += 1
-                raise ApiError(400, duplicate)
-            task = self._insert_task(process, **kwargs)
-            response = {
-                key: copy.deepcopy(task[key])
-                for key in (
-                    "id",
-                    "process_id",
-                    "slug",
-                    "parents",
-                    "image",
-                    "command",
-                    "env",
-                    "run",
-                    "depth",
-                    "state",
-                )
-            }
-            response["env"].pop("ARKINDEX_TASK_TOKEN", None)
-            return 201, response
+                parents.append(parent)
+        if parents and len({p["run"] for p in parents}) > 1:
+            v.error("parents", "All parents must be in the same run.")
+        return parents
+
+    def _duplicate_slug(self, slug: str, run: int) -> ApiError:
+        """How this server answers a slug already taken in the process run."""
+        if self.faults.duplicate_error == "non_field":
+            return ApiError(
+                400, {"non_field_errors": ["The fields process_id, run, slug must make a unique set."]}
+            )
+        return ApiError(400, {"slug": [f"A task with the slug '{slug}' already exists in this process run."]})
+
+    def _create_child_task(
+        self, process: dict[str, Any], parents: list[dict[str, Any]], fields: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Insert the task unless its slug is taken; the CreateTask response (caller holds the lock)."""
+        run = parents[0]["run"]
+        slug = fields["slug"]
+        if self._slug_taken(process["id"], run, slug):
+            raise self._duplicate_slug(slug, run)
+        kwargs = {**fields, "parents": parents, "run": run, "state": "unscheduled"}
+        if self.faults.applies_to("CreateTask") and self._roll(self.faults.duplicate_race_rate):
+            # Another trigger of the same process created the same task just before us.
+            self._insert_task(process, **kwargs)
+            self.stats["races_injected"] += 1
+            raise self._duplicate_slug(slug, run)
+        task = self._insert_task(process, **kwargs)
+        response = {key: copy.deepcopy(task[key]) for key in TASK_RESPONSE_FIELDS}
+        response["env"].pop("ARKINDEX_TASK_TOKEN", None)
+        return response
 
     def _get_worker(self, worker_id: str) -> dict[str, Any]:
         worker = self._workers.get(_parse_uuid(worker_id) or "")
@@ -989,47 +1020,71 @@ class Emulator:
 
     def _admin(self, method: str, path: str, raw: bytes) -> tuple[int, Any]:
         path = path.strip("/")
+        if path.startswith("tasks/") and method == "PATCH":
+            handler, args = self._admin_patch_task, (path[len("tasks/") :], raw)
+        else:
+            name = self._ADMIN_ROUTES.get((method, path))
+            if name is None:
+                raise ApiError(404, NOT_FOUND)
+            handler, args = getattr(self, name), (raw,)
         try:
-            if path == "state" and method == "GET":
-                with self._lock:
-                    return 200, {
-                        "processes": [self._process_full(p) for p in self._processes.values()],
-                        "tasks": [self._task_public(t) for t in self._tasks.values()],
-                        "workers": copy.deepcopy(list(self._workers.values())),
-                        "versions": copy.deepcopy(list(self._versions.values())),
-                        "stats": dict(self.stats),
-                    }
-            if path == "requests" and method == "GET":
-                with self._lock:
-                    return 200, copy.deepcopy(self.requests)
-            if path == "processes" and method == "POST":
-                body = self._parse_body(raw)
-                allowed = {"name", "mode", "env", "corpus", "farm"}
-                return 201, self.create_process(**{k: v for k, v in body.items() if k in allowed})
-            if path == "tasks" and method == "POST":
-                body = self._parse_body(raw)
-                if "process_id" not in body:
-                    raise ApiError(400, {"process_id": [REQUIRED]})
-                allowed = {"slug", "parents", "image", "command", "env", "state", "run"}
-                kwargs = {k: v for k, v in body.items() if k in allowed}
-                return 201, self.create_task(body["process_id"], **kwargs)
-            if path.startswith("tasks/") and method == "PATCH":
-                body = self._parse_body(raw)
-                task_id = path[len("tasks/") :]
-                self.set_task_state(task_id, body.get("state", ""))
-                with self._lock:
-                    return 200, self._task_public(self._tasks[task_id])
-            if path == "tokens" and method == "POST":
-                return 201, {"token": self.create_user_token()}
-            if path == "faults" and method == "PUT":
-                return 200, self._update_faults(self._parse_body(raw))
-            if path == "faults" and method == "GET":
-                return 200, self.faults.to_json()
+            return handler(*args)
         except (ValueError, TypeError) as exc:
             raise ApiError(400, {"detail": str(exc)}) from None
         except KeyError as exc:
             raise ApiError(404, {"detail": f"Not found: {exc}"}) from None
-        raise ApiError(404, NOT_FOUND)
+
+    _ADMIN_ROUTES: dict[tuple[str, str], str] = {
+        ("GET", "state"): "_admin_state",
+        ("GET", "requests"): "_admin_requests",
+        ("POST", "processes"): "_admin_create_process",
+        ("POST", "tasks"): "_admin_create_task",
+        ("POST", "tokens"): "_admin_create_token",
+        ("PUT", "faults"): "_admin_put_faults",
+        ("GET", "faults"): "_admin_get_faults",
+    }
+
+    def _admin_state(self, raw: bytes) -> tuple[int, Any]:
+        with self._lock:
+            return 200, {
+                "processes": [self._process_full(p) for p in self._processes.values()],
+                "tasks": [self._task_public(t) for t in self._tasks.values()],
+                "workers": copy.deepcopy(list(self._workers.values())),
+                "versions": copy.deepcopy(list(self._versions.values())),
+                "stats": dict(self.stats),
+            }
+
+    def _admin_requests(self, raw: bytes) -> tuple[int, Any]:
+        with self._lock:
+            return 200, copy.deepcopy(self.requests)
+
+    def _admin_create_process(self, raw: bytes) -> tuple[int, Any]:
+        body = self._parse_body(raw)
+        allowed = {"name", "mode", "env", "corpus", "farm"}
+        return 201, self.create_process(**{k: v for k, v in body.items() if k in allowed})
+
+    def _admin_create_task(self, raw: bytes) -> tuple[int, Any]:
+        body = self._parse_body(raw)
+        if "process_id" not in body:
+            raise ApiError(400, {"process_id": [REQUIRED]})
+        allowed = {"slug", "parents", "image", "command", "env", "state", "run"}
+        kwargs = {k: v for k, v in body.items() if k in allowed}
+        return 201, self.create_task(body["process_id"], **kwargs)
+
+    def _admin_patch_task(self, task_id: str, raw: bytes) -> tuple[int, Any]:
+        body = self._parse_body(raw)
+        self.set_task_state(task_id, body.get("state", ""))
+        with self._lock:
+            return 200, self._task_public(self._tasks[task_id])
+
+    def _admin_create_token(self, raw: bytes) -> tuple[int, Any]:
+        return 201, {"token": self.create_user_token()}
+
+    def _admin_put_faults(self, raw: bytes) -> tuple[int, Any]:
+        return 200, self._update_faults(self._parse_body(raw))
+
+    def _admin_get_faults(self, raw: bytes) -> tuple[int, Any]:
+        return 200, self.faults.to_json()
 
     def _update_faults(self, body: dict[str, Any]) -> dict[str, Any]:
         fields = {f.name for f in dataclasses.fields(Faults)}
