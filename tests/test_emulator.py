@@ -598,3 +598,21 @@ def test_main_serves_until_interrupted():
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=10)
     assert proc.returncode == 0
+
+
+def test_put_faults_parses_each_field_by_its_type(emu):
+    admin = emu.url + "_emulator/faults"
+    answer = requests.put(admin, json={"duplicate_error": "non_field", "seed": 7}, timeout=5)
+    assert answer.status_code == 200, answer.text
+    assert (answer.json()["duplicate_error"], emu.faults.seed) == ("non_field", 7)
+
+    for body, message in (
+        ({"error_rate": "high"}, 'error_rate: expected a number, got "high"'),
+        ({"seed": True}, "seed: expected an integer, got true"),
+        ({"error_statuses": [503, "x"]}, 'error_statuses item: expected an integer, got "x"'),
+        ({"operations": ["Nope"]}, "Unknown operations: Nope"),
+    ):
+        # A rejected request changes nothing, not even its valid fields.
+        answer = requests.put(admin, json={"latency": 9.0, **body}, timeout=5)
+        assert (answer.status_code, answer.json()) == (400, {"detail": message})
+    assert emu.faults.latency == 0.0

@@ -33,6 +33,7 @@ import sys
 import threading
 import time
 import traceback
+import typing
 import uuid
 from collections.abc import Iterable
 from datetime import datetime, timezone
@@ -104,7 +105,7 @@ class Faults:
     """Faults the emulator injects; mutable at runtime, all off by default."""
 
     error_rate: float = 0.0  # fraction of API requests answered with a 5xx
-    error_statuses: tuple = (500, 502, 503)
+    error_statuses: tuple[int, ...] = (500, 502, 503)
     latency: float = 0.0  # seconds added to every API request
     drop_rate: float = 0.0  # fraction of requests closed with no response, before processing
     drop_after_rate: float = 0.0  # fraction of write requests committed, then closed with no response
@@ -113,7 +114,7 @@ class Faults:
     # How a duplicate slug is answered: "field" ({"slug": [...]}, our assumption) or "non_field"
     # (Django REST framework's unique-together form, which names no field), as another server may.
     duplicate_error: str = "field"
-    operations: frozenset | None = None  # operationIds that error/drop/race faults apply to; None: all
+    operations: frozenset[str] | None = None  # operationIds that error/drop/race faults apply to; None: all
     seed: int | None = None
 
     def applies_to(self, operation: str) -> bool:
@@ -124,6 +125,42 @@ class Faults:
         data["error_statuses"] = list(self.error_statuses)
         data["operations"] = None if self.operations is None else sorted(self.operations)
         return data
+
+
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _parse_fields(cls: type, body: dict[str, Any], what: str) -> dict[str, Any]:
+    """The fields of ``body`` for the dataclass ``cls``, each parsed by its declared type.
+
+    Raises ``ValueError`` or ``TypeError`` with a message naming the field, for the admin endpoints'
+    400 answers.
+    """
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(body) - set(names))
+    if unknown:
+        raise ValueError(f"Unknown {what} fields: {', '.join(unknown)}; known: {', '.join(names)}")
+    return {name: _parse_value(name, hints[name], value) for name, value in body.items()}
+
+
+def _parse_value(name: str, declared: Any, value: Any) -> Any:
+    args = typing.get_args(declared)
+    if type(None) in args:
+        if value is None:
+            return None
+        (declared,) = [arg for arg in args if arg is not type(None)]
+    origin = typing.get_origin(declared) or declared
+    if origin in (tuple, frozenset):
+        if not isinstance(value, list):
+            raise TypeError(f"{name}: expected a list, got {json.dumps(value)}")
+        item = typing.get_args(declared)[0]
+        return origin(_parse_value(f"{name} item", item, v) for v in value)
+    accepted = (int, float) if origin is float else (origin,)
+    # JSON true/false are Python bools, which are ints too: only a bool field takes them.
+    if not isinstance(value, accepted) or (isinstance(value, bool) and origin is not bool):
+        raise TypeError(f"{name}: expected {_TYPE_NAMES[origin]}, got {json.dumps(value)}")
+    return origin(value)
 
 
 class ApiError(Exception):
@@ -1087,22 +1124,11 @@ class Emulator:
         return 200, self.faults.to_json()
 
     def _update_faults(self, body: dict[str, Any]) -> dict[str, Any]:
-        fields = {f.name for f in dataclasses.fields(Faults)}
-        unknown = sorted(set(body) - fields)
-        if unknown:
-            raise ValueError(
-                f"Unknown fault fields: {', '.join(unknown)}; known: {', '.join(sorted(fields))}"
-            )
-        for key, value in body.items():
-            if key == "operations":
-                value = None if value is None else frozenset(value)
-                if value is not None and not value <= OPERATION_IDS:
-                    raise ValueError(f"Unknown operations: {', '.join(sorted(value - OPERATION_IDS))}")
-            elif key == "error_statuses":
-                value = tuple(int(s) for s in value)
-            elif key == "seed":
-                value = None if value is None else int(value)
-            else:
-                value = float(value)
+        values = _parse_fields(Faults, body, "fault")
+        operations = values.get("operations")
+        if operations is not None and not operations <= OPERATION_IDS:
+            raise ValueError(f"Unknown operations: {', '.join(sorted(operations - OPERATION_IDS))}")
+        # Every field is checked before any is set: a rejected request changes nothing.
+        for key, value in values.items():
             setattr(self.faults, key, value)
         return self.faults.to_json()
