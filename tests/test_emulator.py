@@ -12,9 +12,14 @@ from pathlib import Path
 import pytest
 import requests
 from arkindex import ArkindexClient
-from arkindex.exceptions import ArkindexConflictError, ArkindexServerError, ErrorResponse
+from arkindex.exceptions import (
+    ArkindexConflictError,
+    ArkindexServerError,
+    ArkindexValidationError,
+    ErrorResponse,
+)
 
-from git_import.local.emulator import Emulator, Faults
+from git_import.local.emulator import Emulator, Faults, Modes
 from git_import.local.emulator.__main__ import usage_text
 from git_import.local.emulator.schema import OPERATIONS, openapi_schema
 
@@ -262,14 +267,54 @@ def test_create_task_unknown_process_and_parent(process, import_task, client):
     assert missing in content["parents"][0]
 
 
-def test_create_task_duplicate_slug(emu, process, import_task, client):
-    client.request("CreateTask", body=task_body(process, import_task, slug="dup"))
+def duplicate_slug_answer(mode: str, slug: str, existing_id: str) -> tuple[int, dict]:
+    """What CreateTask answers for a slug already in run 0, in each duplicate_slug mode."""
+    detail = f"A task with the slug {slug} already exists in run 0."
+    return {
+        "field": (400, {"slug": [f"A task with the slug '{slug}' already exists in this process run."]}),
+        "non_field": (
+            400,
+            {"non_field_errors": ["The fields process_id, run, slug must make a unique set."]},
+        ),
+        "object": (
+            400,
+            {"type": "validation_error", "errors": [{"attr": None, "code": "unique", "detail": detail}]},
+        ),
+        "conflict": (
+            409,
+            {
+                "type": "client_error",
+                "errors": [{"attr": None, "code": "unique", "detail": detail}],
+                "existing_id": existing_id,
+            },
+        ),
+    }[mode]
+
+
+DUPLICATE_SLUG_ERRORS = {
+    "field": ErrorResponse,
+    "non_field": ErrorResponse,
+    "object": ArkindexValidationError,
+    "conflict": ArkindexConflictError,
+}
+
+
+def test_create_task_duplicate_slug_default_is_field_error(emu, process, import_task, client):
+    assert emu.modes == Modes()
+    existing = client.request("CreateTask", body=task_body(process, import_task, slug="dup"))
     with pytest.raises(ErrorResponse) as excinfo:
         client.single_request("CreateTask", body=task_body(process, import_task, slug="dup"))
-    assert error_of(excinfo) == (
-        400,
-        {"slug": ["A task with the slug 'dup' already exists in this process run."]},
-    )
+    assert error_of(excinfo) == duplicate_slug_answer("field", "dup", existing["id"])
+    assert len(emu.tasks(process["id"])) == 2
+
+
+@pytest.mark.parametrize("mode", sorted(DUPLICATE_SLUG_ERRORS))
+def test_create_task_duplicate_slug(emu, process, import_task, client, mode):
+    emu.modes.duplicate_slug = mode
+    existing = client.request("CreateTask", body=task_body(process, import_task, slug="dup"))
+    with pytest.raises(DUPLICATE_SLUG_ERRORS[mode]) as excinfo:
+        client.single_request("CreateTask", body=task_body(process, import_task, slug="dup"))
+    assert error_of(excinfo) == duplicate_slug_answer(mode, "dup", existing["id"])
     assert len(emu.tasks(process["id"])) == 2
 
 
@@ -505,16 +550,15 @@ def test_drop_after_commit(emu, process, import_task, client):
     assert [r["operation"] for r in emu.requests] == ["RetrieveProcess"]
 
 
-def test_duplicate_race(emu, process, import_task, client):
+@pytest.mark.parametrize("mode", sorted(DUPLICATE_SLUG_ERRORS))
+def test_duplicate_race(emu, process, import_task, client, mode):
+    emu.modes.duplicate_slug = mode
     emu.faults.duplicate_race_rate = 1.0
-    with pytest.raises(ErrorResponse) as excinfo:
+    with pytest.raises(DUPLICATE_SLUG_ERRORS[mode]) as excinfo:
         client.single_request("CreateTask", body=task_body(process, import_task, slug="raced"))
-    assert error_of(excinfo) == (
-        400,
-        {"slug": ["A task with the slug 'raced' already exists in this process run."]},
-    )
     assert emu.stats["races_injected"] == 1
     raced = emu.task_by_slug(process["id"], "raced")
+    assert error_of(excinfo) == duplicate_slug_answer(mode, "raced", raced["id"])
     assert raced["parents"] == [import_task["id"]]
     assert raced["image"] == "docker:24"
 
@@ -602,17 +646,66 @@ def test_main_serves_until_interrupted():
 
 def test_put_faults_parses_each_field_by_its_type(emu):
     admin = emu.url + "_emulator/faults"
-    answer = requests.put(admin, json={"duplicate_error": "non_field", "seed": 7}, timeout=5)
+    answer = requests.put(admin, json={"error_statuses": [502], "seed": 7}, timeout=5)
     assert answer.status_code == 200, answer.text
-    assert (answer.json()["duplicate_error"], emu.faults.seed) == ("non_field", 7)
+    assert (answer.json()["error_statuses"], emu.faults.seed) == ([502], 7)
 
     for body, message in (
         ({"error_rate": "high"}, 'error_rate: expected a number, got "high"'),
         ({"seed": True}, "seed: expected an integer, got true"),
         ({"error_statuses": [503, "x"]}, 'error_statuses item: expected an integer, got "x"'),
         ({"operations": ["Nope"]}, "Unknown operations: Nope"),
+        # The string field that used to fail with "could not convert string to float" is now a mode.
+        (
+            {"duplicate_error": "non_field"},
+            'duplicate_error is now the mode duplicate_slug: PUT /_emulator/modes {"duplicate_slug": ...}',
+        ),
     ):
         # A rejected request changes nothing, not even its valid fields.
         answer = requests.put(admin, json={"latency": 9.0, **body}, timeout=5)
         assert (answer.status_code, answer.json()) == (400, {"detail": message})
     assert emu.faults.latency == 0.0
+
+
+def test_modes_checked_when_set():
+    modes = Modes()
+    with pytest.raises(
+        ValueError, match="duplicate_slug: expected one of field, non_field, object, conflict"
+    ):
+        modes.duplicate_slug = "nope"
+    with pytest.raises(TypeError, match="unique_tags: expected true or false"):
+        Modes(unique_tags=1)
+    with pytest.raises(ValueError, match="page_size: expected an integer of at least 1"):
+        modes.page_size = 0
+    with pytest.raises(AttributeError, match="Unknown mode 'typo'"):
+        modes.typo = True
+    assert modes == Modes()
+
+
+def test_put_modes(emu):
+    admin = emu.url + "_emulator/modes"
+    defaults = {
+        "task_token_on_workers": True,
+        "version_duplicate": "409",
+        "duplicate_slug": "field",
+        "unique_tags": False,
+        "page_size": 20,
+    }
+    assert requests.get(admin, timeout=5).json() == defaults
+    answer = requests.put(admin, json={"duplicate_slug": "object", "unique_tags": True}, timeout=5)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {**defaults, "duplicate_slug": "object", "unique_tags": True}
+    assert emu.modes == Modes(duplicate_slug="object", unique_tags=True)
+
+    for body, message in (
+        ({"typo": 1}, "Unknown mode fields: typo; known: " + ", ".join(defaults)),
+        ({"page_size": "5"}, 'page_size: expected an integer, got "5"'),
+        ({"page_size": 0}, "page_size: expected an integer of at least 1, got 0"),
+        ({"unique_tags": "yes"}, 'unique_tags: expected true or false, got "yes"'),
+        ({"version_duplicate": 400}, "version_duplicate: expected a string, got 400"),
+        ({"version_duplicate": "500"}, 'version_duplicate: expected one of 409, 400, got "500"'),
+    ):
+        # A rejected request changes nothing, not even its valid fields.
+        answer = requests.put(admin, json={"duplicate_slug": "conflict", **body}, timeout=5)
+        assert (answer.status_code, answer.json()) == (400, {"detail": message})
+    assert emu.modes == Modes(duplicate_slug="object", unique_tags=True)

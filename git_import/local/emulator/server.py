@@ -6,6 +6,8 @@ the real ``arkindex-client`` can talk to it. State lives in memory behind one lo
 
 Faults (errors, dropped connections, latency, a racing concurrent trigger) can be injected at
 random through :class:`Faults` or deterministically through :meth:`Emulator.fail_next`.
+:class:`Modes` switch to behaviours seen on real Arkindex instances (which token the worker
+operations take, how duplicates are answered, unique tags, the page size).
 
 Admin endpoints, outside the OpenAPI schema, live under ``/_emulator/``:
 
@@ -16,6 +18,9 @@ Admin endpoints, outside the OpenAPI schema, live under ``/_emulator/``:
 - ``PATCH /_emulator/tasks/<id>``: body ``{"state": ...}``;
 - ``POST /_emulator/tokens``: answers ``{"token": ...}``, a user token (``Token`` scheme);
 - ``PUT /_emulator/faults``: any fields of :class:`Faults`; answers the faults in effect;
+- ``PUT /_emulator/modes``: any fields of :class:`Modes`; answers the modes in effect (an unknown
+  field or a wrong value: 400 and nothing changes);
+- ``GET /_emulator/faults``, ``GET /_emulator/modes``: the faults, the modes in effect;
 - ``GET /_emulator/requests``: the accepted API requests.
 """
 
@@ -24,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import json
 import random
 import re
@@ -52,7 +58,7 @@ from git_import.local.emulator.schema import (
     openapi_schema,
 )
 
-__all__ = ["Emulator", "Faults"]
+__all__ = ["Emulator", "Faults", "Modes"]
 
 OPERATION_IDS = frozenset(op for op, _method, _path in OPERATIONS)
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -111,9 +117,6 @@ class Faults:
     drop_after_rate: float = 0.0  # fraction of write requests committed, then closed with no response
     duplicate_race_rate: float = 0.0  # CreateTask: another trigger creates the same slug just before
     create_task_delay: float = 0.0  # seconds added to each CreateTask, as a database would
-    # How a duplicate slug is answered: "field" ({"slug": [...]}, our assumption) or "non_field"
-    # (Django REST framework's unique-together form, which names no field), as another server may.
-    duplicate_error: str = "field"
     operations: frozenset[str] | None = None  # operationIds that error/drop/race faults apply to; None: all
     seed: int | None = None
 
@@ -161,6 +164,59 @@ def _parse_value(name: str, declared: Any, value: Any) -> Any:
     if not isinstance(value, accepted) or (isinstance(value, bool) and origin is not bool):
         raise TypeError(f"{name}: expected {_TYPE_NAMES[origin]}, got {json.dumps(value)}")
     return origin(value)
+
+
+#: The values each string field of :class:`Modes` takes.
+MODE_CHOICES: dict[str, tuple[str, ...]] = {
+    "version_duplicate": ("409", "400"),
+    "duplicate_slug": ("field", "non_field", "object", "conflict"),
+}
+
+
+@dataclasses.dataclass
+class Modes:
+    """Behaviours of real Arkindex instances the emulator can play; mutable at runtime.
+
+    Every default is the emulator's behaviour from before modes existed. Values are checked when set.
+    """
+
+    # False: the worker operations refuse a Ponos task token (403), as on instances where task-token
+    # authentication is opt-in per endpoint (Arkindex backend issues #1451, #1531); a user token works.
+    task_token_on_workers: bool = True
+    # A duplicate ImportWorkerVersion (same worker, same revision URL): "409" with the existing version's
+    # ID, or "400", the validation error of Arkindex up to 1.11.1, which names no version.
+    version_duplicate: str = "409"
+    # A CreateTask slug already in the process run: "field" ({"slug": [...]}, our assumption),
+    # "non_field" (Django REST framework's unique-together form), "object" (the standard error format,
+    # attr null) or "conflict" (409 with the existing task's ID).
+    duplicate_slug: str = "field"
+    # True: a tag belongs to at most one version of a worker (Arkindex backend issue #1775).
+    unique_tags: bool = False
+    page_size: int = 20  # ListWorkerVersions
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        _check_mode(name, value)
+        object.__setattr__(self, name, value)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@functools.cache
+def _mode_types() -> dict[str, Any]:
+    return typing.get_type_hints(Modes)
+
+
+def _check_mode(name: str, value: Any) -> None:
+    declared = _mode_types()
+    if name not in declared:
+        raise AttributeError(f"Unknown mode {name!r}; known: {', '.join(declared)}")
+    _parse_value(name, declared[name], value)
+    choices = MODE_CHOICES.get(name)
+    if choices is not None and value not in choices:
+        raise ValueError(f"{name}: expected one of {', '.join(choices)}, got {json.dumps(value)}")
+    if name == "page_size" and value < 1:
+        raise ValueError(f"page_size: expected an integer of at least 1, got {value}")
 
 
 class ApiError(Exception):
@@ -371,10 +427,17 @@ class _Handler(BaseHTTPRequestHandler):
 class Emulator:
     """An in-memory Arkindex-compatible server on a local port (see the module docstring)."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, faults: Faults | None = None) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        faults: Faults | None = None,
+        modes: Modes | None = None,
+    ) -> None:
         self.host = host
         self.port = port
         self.faults = faults if faults is not None else Faults()
+        self.modes = modes if modes is not None else Modes()
         self.requests: list[dict[str, Any]] = []
         self.stats: dict[str, int] = {
             "errors_injected": 0,
@@ -387,7 +450,7 @@ class Emulator:
         self._tasks: dict[str, dict[str, Any]] = {}
         # Indexes, as a database would have: a process' tasks, and the unique (process, run, slug).
         self._process_tasks: dict[str, list[dict[str, Any]]] = {}
-        self._slugs: set[tuple[str, int, str]] = set()
+        self._slugs: dict[tuple[str, int, str], str] = {}
         self._workers: dict[str, dict[str, Any]] = {}
         self._versions: dict[str, dict[str, Any]] = {}
         self._task_tokens: dict[str, str] = {}  # token -> task id
@@ -512,7 +575,7 @@ class Emulator:
                 if parent is None or parent["process_id"] != process["id"]:
                     raise ValueError(f"Unknown parent task {parent_id} in process {process_id}")
                 parent_tasks.append(parent)
-            if self._slug_taken(process["id"], run, slug):
+            if self._slug_owner(process["id"], run, slug) is not None:
                 raise ValueError(f"A task with the slug {slug!r} already exists in run {run} of {process_id}")
             task = self._insert_task(
                 process,
@@ -629,8 +692,9 @@ class Emulator:
         public["env"].pop("ARKINDEX_TASK_TOKEN", None)
         return public
 
-    def _slug_taken(self, process_id: str, run: int, slug: str) -> bool:
-        return (process_id, run, slug) in self._slugs
+    def _slug_owner(self, process_id: str, run: int, slug: str) -> str | None:
+        """The ID of the task holding that slug in that process run, if any."""
+        return self._slugs.get((process_id, run, slug))
 
     def _insert_task(
         self,
@@ -663,7 +727,7 @@ class Emulator:
         }
         self._tasks[task["id"]] = task
         self._process_tasks.setdefault(process["id"], []).append(task)
-        self._slugs.add((process["id"], run, slug))
+        self._slugs[process["id"], run, slug] = task["id"]
         self._task_tokens[token] = task["id"]
         return task
 
@@ -894,13 +958,21 @@ class Emulator:
             v.error("parents", "All parents must be in the same run.")
         return parents
 
-    def _duplicate_slug(self, slug: str, run: int) -> ApiError:
-        """How this server answers a slug already taken in the process run."""
-        if self.faults.duplicate_error == "non_field":
+    def _duplicate_slug(self, slug: str, run: int, existing_id: str) -> ApiError:
+        """The answer to a slug already taken in the process run, in the form ``modes.duplicate_slug`` picks."""
+        mode = self.modes.duplicate_slug
+        if mode == "field":
+            return ApiError(
+                400, {"slug": [f"A task with the slug '{slug}' already exists in this process run."]}
+            )
+        if mode == "non_field":
             return ApiError(
                 400, {"non_field_errors": ["The fields process_id, run, slug must make a unique set."]}
             )
-        return ApiError(400, {"slug": [f"A task with the slug '{slug}' already exists in this process run."]})
+        detail = f"A task with the slug {slug} already exists in run {run}."
+        if mode == "object":
+            return ApiError(400, _error_body("validation_error", detail, "unique"))
+        return ApiError(409, {**_error_body("client_error", detail, "unique"), "existing_id": existing_id})
 
     def _create_child_task(
         self, process: dict[str, Any], parents: list[dict[str, Any]], fields: dict[str, Any]
@@ -908,14 +980,15 @@ class Emulator:
         """Insert the task unless its slug is taken; the CreateTask response (caller holds the lock)."""
         run = parents[0]["run"]
         slug = fields["slug"]
-        if self._slug_taken(process["id"], run, slug):
-            raise self._duplicate_slug(slug, run)
+        existing_id = self._slug_owner(process["id"], run, slug)
+        if existing_id is not None:
+            raise self._duplicate_slug(slug, run, existing_id)
         kwargs = {**fields, "parents": parents, "run": run, "state": "unscheduled"}
         if self.faults.applies_to("CreateTask") and self._roll(self.faults.duplicate_race_rate):
             # Another trigger of the same process created the same task just before us.
-            self._insert_task(process, **kwargs)
+            raced = self._insert_task(process, **kwargs)
             self.stats["races_injected"] += 1
-            raise self._duplicate_slug(slug, run)
+            raise self._duplicate_slug(slug, run, raced["id"])
         task = self._insert_task(process, **kwargs)
         response = {key: copy.deepcopy(task[key]) for key in TASK_RESPONSE_FIELDS}
         response["env"].pop("ARKINDEX_TASK_TOKEN", None)
@@ -1079,6 +1152,8 @@ class Emulator:
         ("POST", "tokens"): "_admin_create_token",
         ("PUT", "faults"): "_admin_put_faults",
         ("GET", "faults"): "_admin_get_faults",
+        ("PUT", "modes"): "_admin_put_modes",
+        ("GET", "modes"): "_admin_get_modes",
     }
 
     def _admin_state(self, raw: bytes) -> tuple[int, Any]:
@@ -1123,7 +1198,21 @@ class Emulator:
     def _admin_get_faults(self, raw: bytes) -> tuple[int, Any]:
         return 200, self.faults.to_json()
 
+    def _admin_put_modes(self, raw: bytes) -> tuple[int, Any]:
+        values = _parse_fields(Modes, self._parse_body(raw), "mode")
+        dataclasses.replace(self.modes, **values)  # checks the values together before any is set
+        for key, value in values.items():
+            setattr(self.modes, key, value)
+        return 200, self.modes.to_json()
+
+    def _admin_get_modes(self, raw: bytes) -> tuple[int, Any]:
+        return 200, self.modes.to_json()
+
     def _update_faults(self, body: dict[str, Any]) -> dict[str, Any]:
+        if "duplicate_error" in body:
+            raise ValueError(
+                'duplicate_error is now the mode duplicate_slug: PUT /_emulator/modes {"duplicate_slug": ...}'
+            )
         values = _parse_fields(Faults, body, "fault")
         operations = values.get("operations")
         if operations is not None and not operations <= OPERATION_IDS:
