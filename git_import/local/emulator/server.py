@@ -45,7 +45,7 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
@@ -227,6 +227,21 @@ class ApiError(Exception):
         self.status = status
         self.body = body
         self.headers = headers or {}
+
+
+@dataclasses.dataclass
+class _Call:
+    """One API request, as an operation handler sees it."""
+
+    operation: str
+    method: str
+    path: str
+    params: dict[str, str]  # from the path
+    query: dict[str, str]
+    body: Any  # the parsed JSON object of a write, else None
+    scheme: str  # "Ponos" (a task token) or "Token" (a user token)
+    task_id: str | None  # the calling task, for the Ponos scheme
+    base_url: str  # "http://<host the client asked for>/"
 
 
 class _Drop(Exception):
@@ -413,7 +428,7 @@ class _Handler(BaseHTTPRequestHandler):
                 status, body = emulator._admin(self.command, path[len("/_emulator/") :], raw)
                 self._send(status, body)
             else:
-                status, body, headers = emulator._api(self.command, path, self.headers, raw)
+                status, body, headers = emulator._api(self.command, self.path, self.headers, raw)
                 self._send(status, body, headers)
         except _Drop:
             self._drop()
@@ -775,19 +790,29 @@ class Emulator:
     # --- API ------------------------------------------------------------------------------------
 
     def _api(
-        self, method: str, path: str, headers: Any, raw: bytes
+        self, method: str, target: str, headers: Any, raw: bytes
     ) -> tuple[int, Any, dict[str, str] | None]:
-        operation, params = self._route(method, path)
+        url = urlsplit(target)
+        operation, params = self._route(method, url.path)
         if self.faults.latency > 0:
             time.sleep(self.faults.latency)
         self._before(operation)
-        auth_scheme, task_id = self._authenticate(headers.get("Authorization"))
-        body: Any = None
-        if method in WRITE_METHODS:
-            body = self._parse_body(raw)
-        handler = getattr(self, f"_op_{operation}")
-        status, response = handler(params, body, auth_scheme, task_id)
-        self._after(operation, method, path, status, body, auth_scheme, task_id)
+        scheme, task_id = self._authenticate(headers.get("Authorization"))
+        call = _Call(
+            operation=operation,
+            method=method,
+            path=url.path,
+            params=params,
+            # Django's QueryDict.get: the last value of a repeated name.
+            query={name: values[-1] for name, values in parse_qs(url.query, keep_blank_values=True).items()},
+            body=self._parse_body(raw) if method in WRITE_METHODS else None,
+            scheme=scheme,
+            task_id=task_id,
+            # Links in answers are absolute, on the host the client asked for, as Django builds them.
+            base_url=f"http://{headers.get('Host') or f'{self.host}:{self.port}'}/",
+        )
+        status, response = getattr(self, f"_op_{operation}")(call)
+        self._after(call, status)
         return status, response, None
 
     @staticmethod
@@ -804,35 +829,26 @@ class Emulator:
             raise ApiError(405, {"detail": f'Method "{method}" not allowed.'}, {"Allow": ", ".join(allowed)})
         raise ApiError(404, NOT_FOUND)
 
-    def _after(
-        self,
-        operation: str,
-        method: str,
-        path: str,
-        status: int,
-        body: Any,
-        auth_scheme: str,
-        task_id: str | None,
-    ) -> None:
+    def _after(self, call: _Call, status: int) -> None:
         """A committed write may still lose its answer (drop after); otherwise record the request."""
         faults = self.faults
         with self._lock:
             if (
-                method in WRITE_METHODS
-                and faults.applies_to(operation)
+                call.method in WRITE_METHODS
+                and faults.applies_to(call.operation)
                 and self._roll(faults.drop_after_rate)
             ):
                 self.stats["drops_injected"] += 1
                 raise _Drop()
             self.requests.append(
                 {
-                    "operation": operation,
-                    "method": method,
-                    "path": path,
+                    "operation": call.operation,
+                    "method": call.method,
+                    "path": call.path,
                     "status": status,
-                    "body": copy.deepcopy(body),
-                    "auth_scheme": auth_scheme,
-                    "task_id": task_id,
+                    "body": copy.deepcopy(call.body),
+                    "auth_scheme": call.scheme,
+                    "task_id": call.task_id,
                 }
             )
 
@@ -867,23 +883,23 @@ class Emulator:
             )
         return body
 
-    def _op_RetrieveProcess(self, params: dict[str, str], body: Any, scheme: str, task_id: str | None):
-        process_id = _parse_uuid(params["id"])
+    def _op_RetrieveProcess(self, call: _Call) -> tuple[int, Any]:
+        process_id = _parse_uuid(call.params["id"])
         with self._lock:
             process = self._processes.get(process_id or "")
             if process is None:
                 raise ApiError(404, NOT_FOUND)
             return 200, self._process_view(process)
 
-    def _op_CreateTask(self, params: dict[str, str], body: dict[str, Any], scheme: str, task_id: str | None):
-        if scheme != "Ponos":
+    def _op_CreateTask(self, call: _Call) -> tuple[int, Any]:
+        if call.scheme != "Ponos":
             raise ApiError(403, {"detail": "Only Ponos tasks are allowed to create tasks."})
-        v = _Validator(body)
+        v = _Validator(call.body)
         fields = self._validate_task_body(v)
         if self.faults.create_task_delay > 0:
             time.sleep(self.faults.create_task_delay)
         with self._lock:
-            process = self._task_process(v, fields.pop("process_id"), task_id)
+            process = self._task_process(v, fields.pop("process_id"), call.task_id)
             parents = self._task_parents(v, process, fields.pop("parent_ids"))
             if v.errors:
                 raise ApiError(400, v.errors)
@@ -1006,10 +1022,8 @@ class Emulator:
             raise ApiError(404, NOT_FOUND)
         return version
 
-    def _op_CreateWorker(
-        self, params: dict[str, str], body: dict[str, Any], scheme: str, task_id: str | None
-    ):
-        v = _Validator(body)
+    def _op_CreateWorker(self, call: _Call) -> tuple[int, Any]:
+        v = _Validator(call.body)
         name = v.string("name", max_length=100)
         worker_type = v.string("type", max_length=100)
         slug = v.string("slug", max_length=100)
@@ -1037,12 +1051,10 @@ class Emulator:
             self._workers[worker["id"]] = worker
             return 201, dict(worker)
 
-    def _op_PartialUpdateWorker(
-        self, params: dict[str, str], body: dict[str, Any], scheme: str, task_id: str | None
-    ):
+    def _op_PartialUpdateWorker(self, call: _Call) -> tuple[int, Any]:
         with self._lock:
-            worker = self._get_worker(params["id"])
-        v = _Validator(body)
+            worker = self._get_worker(call.params["id"])
+        v = _Validator(call.body)
         changes = {}
         for field, allow_blank in (("name", False), ("type", False), ("description", True)):
             value = v.string(field, required=False, allow_blank=allow_blank)
@@ -1054,12 +1066,10 @@ class Emulator:
             worker.update(changes)
             return 200, dict(worker)
 
-    def _op_ImportWorkerVersion(
-        self, params: dict[str, str], body: dict[str, Any], scheme: str, task_id: str | None
-    ):
+    def _op_ImportWorkerVersion(self, call: _Call) -> tuple[int, Any]:
         with self._lock:
-            worker = self._get_worker(params["id"])
-        v = _Validator(body)
+            worker = self._get_worker(call.params["id"])
+        v = _Validator(call.body)
         yaml_text = v.string("yaml")
         revision_url = v.string("revision_url")
         docker_image_iid = v.string("docker_image_iid")
@@ -1106,19 +1116,17 @@ class Emulator:
             self._versions[version["id"]] = version
             return 201, dict(version)
 
-    def _op_RetrieveWorkerVersion(self, params: dict[str, str], body: Any, scheme: str, task_id: str | None):
+    def _op_RetrieveWorkerVersion(self, call: _Call) -> tuple[int, Any]:
         with self._lock:
-            return 200, dict(self._get_version(params["id"]))
+            return 200, dict(self._get_version(call.params["id"]))
 
-    def _op_PartialUpdateWorkerVersion(
-        self, params: dict[str, str], body: dict[str, Any], scheme: str, task_id: str | None
-    ):
+    def _op_PartialUpdateWorkerVersion(self, call: _Call) -> tuple[int, Any]:
         with self._lock:
-            version = self._get_version(params["id"])
-        v = _Validator(body)
+            version = self._get_version(call.params["id"])
+        v = _Validator(call.body)
         changes = {}
         for field in ("tag", "branch"):
-            if field in body:
+            if field in call.body:
                 changes[field] = v.string(field, required=False, nullable=True)
         if v.errors:
             raise ApiError(400, v.errors)
