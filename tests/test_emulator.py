@@ -381,6 +381,50 @@ WORKER = {
 }
 
 
+def version_body(revision: str = "a", **extra) -> dict:
+    return {
+        "yaml": "slug: recognizer\ntype: recognizer\n",
+        "revision_url": "https://git.example.com/group/repo/commit/" + revision * 40,
+        "docker_image_iid": "sha256:1234",
+        **extra,
+    }
+
+
+def user_client(emu: Emulator) -> ArkindexClient:
+    return ArkindexClient(token=emu.create_user_token(), auth_scheme="Token", base_url=emu.url)
+
+
+def test_worker_operations_refuse_task_token_in_that_mode(emu, process, client):
+    # By default a task token may call them.
+    worker = client.request("CreateWorker", body=WORKER)
+    version = client.request("ImportWorkerVersion", id=worker["id"], body=version_body("a"))
+
+    emu.modes.task_token_on_workers = False
+    calls = [
+        ("CreateWorker", {"body": WORKER}),
+        ("PartialUpdateWorker", {"id": worker["id"], "body": {"name": "New"}}),
+        ("ImportWorkerVersion", {"id": worker["id"], "body": version_body("b")}),
+        ("RetrieveWorkerVersion", {"id": version["id"]}),
+        ("PartialUpdateWorkerVersion", {"id": version["id"], "body": {"tag": "v1"}}),
+        # Permissions come before lookups: an unknown worker is refused too, not a 404.
+        ("PartialUpdateWorker", {"id": "4f0b5a7e-0000-4000-8000-000000000000", "body": {"name": "x"}}),
+    ]
+    recorded = len(emu.requests)
+    for operation, kwargs in calls:
+        with pytest.raises(ErrorResponse) as excinfo:
+            client.single_request(operation, **kwargs)
+        assert error_of(excinfo) == (403, {"detail": "You do not have permission to perform this action."})
+    assert (len(emu.requests), len(emu.versions())) == (recorded, 1)
+
+    user = user_client(emu)
+    for operation, kwargs in calls[:-1]:
+        user.request(operation, **kwargs)
+    assert [r["auth_scheme"] for r in emu.requests[recorded:]] == ["Token"] * 5
+    assert len(emu.versions()) == 2
+    # Ponos operations still take the task token.
+    assert client.request("RetrieveProcess", id=process["id"])["id"] == process["id"]
+
+
 def test_create_worker_and_update(emu, client):
     worker = client.request("CreateWorker", body=WORKER)
     assert {k: worker[k] for k in WORKER} == WORKER

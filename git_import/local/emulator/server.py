@@ -62,6 +62,16 @@ __all__ = ["Emulator", "Faults", "Modes"]
 
 OPERATION_IDS = frozenset(op for op, _method, _path in OPERATIONS)
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: The operations ``Modes.task_token_on_workers = False`` closes to task tokens.
+WORKER_OPERATIONS = frozenset(
+    {
+        "CreateWorker",
+        "PartialUpdateWorker",
+        "ImportWorkerVersion",
+        "RetrieveWorkerVersion",
+        "PartialUpdateWorkerVersion",
+    }
+)
 
 # Arkindex/Ponos order of precedence of task states when computing a run's state.
 _STATE_PRECEDENCE = (
@@ -82,6 +92,7 @@ NOT_STRING = "Not a valid string."
 NOT_FOUND = {"detail": "Not found."}
 NOT_AUTHENTICATED = {"detail": "Authentication credentials were not provided."}
 INVALID_TOKEN = {"detail": "Invalid token."}
+PERMISSION_DENIED = {"detail": "You do not have permission to perform this action."}
 
 TASK_RESPONSE_FIELDS = (
     "id",
@@ -798,6 +809,7 @@ class Emulator:
             time.sleep(self.faults.latency)
         self._before(operation)
         scheme, task_id = self._authenticate(headers.get("Authorization"))
+        self._check_permission(operation, scheme)
         call = _Call(
             operation=operation,
             method=method,
@@ -851,6 +863,11 @@ class Emulator:
                     "task_id": call.task_id,
                 }
             )
+
+    def _check_permission(self, operation: str, scheme: str) -> None:
+        """Django REST framework checks permissions before it reads the body or looks anything up."""
+        if operation in WORKER_OPERATIONS and scheme == "Ponos" and not self.modes.task_token_on_workers:
+            raise ApiError(403, PERMISSION_DENIED)
 
     def _authenticate(self, header: str | None) -> tuple[str, str | None]:
         if not header:
