@@ -406,6 +406,7 @@ def test_worker_operations_refuse_task_token_in_that_mode(emu, process, client):
         ("ImportWorkerVersion", {"id": worker["id"], "body": version_body("b")}),
         ("RetrieveWorkerVersion", {"id": version["id"]}),
         ("PartialUpdateWorkerVersion", {"id": version["id"], "body": {"tag": "v1"}}),
+        ("ListWorkerVersions", {"id": worker["id"]}),
         # Permissions come before lookups: an unknown worker is refused too, not a 404.
         ("PartialUpdateWorker", {"id": "4f0b5a7e-0000-4000-8000-000000000000", "body": {"name": "x"}}),
     ]
@@ -419,7 +420,7 @@ def test_worker_operations_refuse_task_token_in_that_mode(emu, process, client):
     user = user_client(emu)
     for operation, kwargs in calls[:-1]:
         user.request(operation, **kwargs)
-    assert [r["auth_scheme"] for r in emu.requests[recorded:]] == ["Token"] * 5
+    assert [r["auth_scheme"] for r in emu.requests[recorded:]] == ["Token"] * 6
     assert len(emu.versions()) == 2
     # Ponos operations still take the task token.
     assert client.request("RetrieveProcess", id=process["id"])["id"] == process["id"]
@@ -488,6 +489,59 @@ def test_worker_versions(emu, client):
     tagged = client.request("PartialUpdateWorkerVersion", id=version["id"], body={"tag": "v1.0"})
     assert (tagged["tag"], tagged["branch"]) == ("v1.0", "main")
     assert emu.versions() == [tagged]
+
+
+def test_list_worker_versions_pages(emu, client):
+    emu.modes.page_size = 2
+    worker = client.request("CreateWorker", body=WORKER)
+    other = client.request("CreateWorker", body={**WORKER, "slug": "other"})
+    client.request("ImportWorkerVersion", id=other["id"], body=version_body("f"))
+    created = [client.request("ImportWorkerVersion", id=worker["id"], body=version_body(c)) for c in "abcde"]
+    newest_first = created[::-1]
+
+    before = len(emu.requests)
+    assert list(client.paginate("ListWorkerVersions", id=worker["id"])) == newest_first
+    assert [r["operation"] for r in emu.requests[before:]] == ["ListWorkerVersions"] * 3
+    assert list(client.paginate("ListWorkerVersions", id=worker["id"], page=2)) == newest_first[2:]
+
+    # Django REST framework's links: absolute, and page 1 is the URL without a page number.
+    url = f"{emu.url}api/v1/workers/{worker['id']}/versions/"
+    pages = [client.single_request("ListWorkerVersions", id=worker["id"], page=n) for n in (1, 2, 3)]
+    assert pages == [
+        {"count": 5, "next": url + "?page=2", "previous": None, "results": newest_first[0:2]},
+        {"count": 5, "next": url + "?page=3", "previous": url, "results": newest_first[2:4]},
+        {"count": 5, "next": None, "previous": url + "?page=2", "results": newest_first[4:]},
+    ]
+    assert client.single_request("ListWorkerVersions", id=worker["id"]) == pages[0]
+    assert client.single_request("ListWorkerVersions", id=worker["id"], page="last") == pages[2]
+    assert pages[0]["results"][0] == client.request("RetrieveWorkerVersion", id=created[-1]["id"])
+
+    for page in (0, 4, "two"):
+        with pytest.raises(ErrorResponse) as excinfo:
+            client.single_request("ListWorkerVersions", id=worker["id"], page=page)
+        assert error_of(excinfo) == (404, {"detail": "Invalid page."})
+    with pytest.raises(ErrorResponse) as excinfo:
+        client.single_request("ListWorkerVersions", id="4f0b5a7e-0000-4000-8000-000000000000")
+    assert error_of(excinfo) == (404, {"detail": "Not found."})
+
+
+def test_list_worker_versions_default_page_size(emu, client):
+    assert Modes().page_size == 20
+    worker = client.request("CreateWorker", body=WORKER)
+    empty = client.single_request("ListWorkerVersions", id=worker["id"])
+    assert empty == {"count": 0, "next": None, "previous": None, "results": []}
+    assert list(client.paginate("ListWorkerVersions", id=worker["id"])) == []
+    for n in range(21):
+        client.request(
+            "ImportWorkerVersion", id=worker["id"], body=version_body(f"{n:02}"[-1] + f"{n:02}"[0])
+        )
+    first = client.single_request("ListWorkerVersions", id=worker["id"])
+    assert (first["count"], len(first["results"]), first["next"]) == (
+        21,
+        20,
+        f"{emu.url}api/v1/workers/{worker['id']}/versions/?page=2",
+    )
+    assert len(list(client.paginate("ListWorkerVersions", id=worker["id"]))) == 21
 
 
 @pytest.mark.parametrize(

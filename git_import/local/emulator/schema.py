@@ -4,7 +4,9 @@ This module is the single place where the emulator's API facts live (see ``CONTR
 What is known from Arkindex's own release notes and published packages:
 
 - the operationIds (``RetrieveProcess``, ``CreateTask``, ``CreateWorker``, ``PartialUpdateWorker``,
-  ``ImportWorkerVersion``, ``RetrieveWorkerVersion``, ``PartialUpdateWorkerVersion``);
+  ``ImportWorkerVersion``, ``ListWorkerVersions``, ``RetrieveWorkerVersion``,
+  ``PartialUpdateWorkerVersion``);
+- that ``ListWorkerVersions`` is paginated by page number (``arkindex-cli`` 0.5.0 pages through it);
 - that ``CreateTask`` takes ``process_id`` (formerly ``workflow_id``);
 - that ``RetrieveProcess`` returns ``farm`` and ``tasks``;
 - the worker registration bodies as ``arkindex-cli`` 0.5.0 sends them.
@@ -33,6 +35,7 @@ OPERATIONS: tuple[tuple[str, str, str], ...] = (
     ("CreateWorker", "POST", "/api/v1/workers/"),
     ("PartialUpdateWorker", "PATCH", "/api/v1/workers/{id}/"),
     ("ImportWorkerVersion", "POST", "/api/v1/workers/{id}/versions/import/"),
+    ("ListWorkerVersions", "GET", "/api/v1/workers/{id}/versions/"),
     ("RetrieveWorkerVersion", "GET", "/api/v1/workers/versions/{id}/"),
     ("PartialUpdateWorkerVersion", "PATCH", "/api/v1/workers/versions/{id}/"),
 )
@@ -86,7 +89,12 @@ def openapi_schema() -> dict[str, Any]:
             "version": "emulated",
             "description": "Assumed subset of the Arkindex REST API; see git_import/local/emulator/schema.py.",
         },
-        "paths": {**_ponos_paths(shapes), **_worker_paths(shapes), **_version_paths(shapes)},
+        "paths": {
+            **_ponos_paths(shapes),
+            **_worker_paths(shapes),
+            **_version_list_path(shapes),
+            **_version_paths(shapes),
+        },
     }
 
 
@@ -235,6 +243,39 @@ def _worker_paths(shapes: dict[str, Any]) -> dict[str, Any]:
                 "parameters": [_id_param("Worker ID")],
                 "requestBody": _body(_obj({"name": _str(), "type": _str(), "description": _str()})),
                 "responses": {"200": _response("The worker", worker), "400": shapes["errors"]},
+            },
+        },
+    }
+
+
+def _version_list_path(shapes: dict[str, Any]) -> dict[str, Any]:
+    """ListWorkerVersions, paginated by page number as Django REST framework's PageNumberPagination."""
+    link = {"type": "string", "format": "uri", "nullable": True}
+    page = _obj(
+        {
+            "count": {"type": "integer"},
+            "next": link,
+            "previous": link,
+            "results": {"type": "array", "items": shapes["version"]},
+        },
+        ["count", "results"],
+    )
+    page_param = {
+        "name": "page",
+        "in": "query",
+        "required": False,
+        "description": "A page number within the paginated result set.",
+        "schema": {"type": "integer"},
+    }
+    return {
+        "/api/v1/workers/{id}/versions/": {
+            "get": {
+                "operationId": "ListWorkerVersions",
+                "description": "List a worker's versions, newest first.",
+                "tags": ["process"],
+                "x-paginated": True,
+                "parameters": [_id_param("Worker ID"), page_param],
+                "responses": {"200": _response("A page of the worker's versions", page)},
             },
         },
     }

@@ -45,7 +45,7 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import yaml
 
@@ -68,6 +68,7 @@ WORKER_OPERATIONS = frozenset(
         "CreateWorker",
         "PartialUpdateWorker",
         "ImportWorkerVersion",
+        "ListWorkerVersions",
         "RetrieveWorkerVersion",
         "PartialUpdateWorkerVersion",
     }
@@ -93,6 +94,7 @@ NOT_FOUND = {"detail": "Not found."}
 NOT_AUTHENTICATED = {"detail": "Authentication credentials were not provided."}
 INVALID_TOKEN = {"detail": "Invalid token."}
 PERMISSION_DENIED = {"detail": "You do not have permission to perform this action."}
+INVALID_PAGE = {"detail": "Invalid page."}
 
 TASK_RESPONSE_FIELDS = (
     "id",
@@ -284,6 +286,34 @@ def _json_type(value: Any) -> str:
 
 def _error_body(kind: str, detail: str, code: str = "error") -> dict[str, Any]:
     return {"type": kind, "errors": [{"attr": None, "code": code, "detail": detail}]}
+
+
+def _paginate(call: _Call, items: list[Any], page_size: int) -> dict[str, Any]:
+    """One page of ``items`` as Django REST framework's PageNumberPagination answers it."""
+    pages = max(1, -(-len(items) // page_size))  # an empty list still has its first page
+    raw = call.query.get("page")
+    try:
+        number = 1 if raw is None else pages if raw == "last" else int(raw)
+    except ValueError:
+        raise ApiError(404, INVALID_PAGE) from None
+    if not 1 <= number <= pages:
+        raise ApiError(404, INVALID_PAGE)
+    start = (number - 1) * page_size
+    return {
+        "count": len(items),
+        "next": _page_link(call, number + 1) if number < pages else None,
+        "previous": _page_link(call, number - 1) if number > 1 else None,
+        "results": items[start : start + page_size],
+    }
+
+
+def _page_link(call: _Call, number: int) -> str:
+    """The request's own absolute URL on another page; page 1 is the URL without ``page``, as in DRF."""
+    query = {name: value for name, value in call.query.items() if name != "page"}
+    if number > 1:
+        query["page"] = str(number)
+    url = call.base_url + call.path.lstrip("/")
+    return f"{url}?{urlencode(sorted(query.items()))}" if query else url
 
 
 class _Validator:
@@ -1132,6 +1162,12 @@ class Emulator:
             }
             self._versions[version["id"]] = version
             return 201, dict(version)
+
+    def _op_ListWorkerVersions(self, call: _Call) -> tuple[int, Any]:
+        with self._lock:
+            worker = self._get_worker(call.params["id"])
+            versions = [dict(v) for v in reversed(self._versions.values()) if v["worker_id"] == worker["id"]]
+        return 200, _paginate(call, versions, self.modes.page_size)
 
     def _op_RetrieveWorkerVersion(self, call: _Call) -> tuple[int, Any]:
         with self._lock:
