@@ -384,7 +384,7 @@ WORKER = {
 def version_body(revision: str = "a", **extra) -> dict:
     return {
         "yaml": "slug: recognizer\ntype: recognizer\n",
-        "revision_url": "https://git.example.com/group/repo/commit/" + revision * 40,
+        "revision_url": "https://git.example.com/group/repo/commit/" + (revision * 40)[:40],
         "docker_image_iid": "sha256:1234",
         **extra,
     }
@@ -532,9 +532,7 @@ def test_list_worker_versions_default_page_size(emu, client):
     assert empty == {"count": 0, "next": None, "previous": None, "results": []}
     assert list(client.paginate("ListWorkerVersions", id=worker["id"])) == []
     for n in range(21):
-        client.request(
-            "ImportWorkerVersion", id=worker["id"], body=version_body(f"{n:02}"[-1] + f"{n:02}"[0])
-        )
+        client.request("ImportWorkerVersion", id=worker["id"], body=version_body(f"{n:040x}"))
     first = client.single_request("ListWorkerVersions", id=worker["id"])
     assert (first["count"], len(first["results"]), first["next"]) == (
         21,
