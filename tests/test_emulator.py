@@ -491,6 +491,105 @@ def test_worker_versions(emu, client):
     assert emu.versions() == [tagged]
 
 
+DUPLICATE_VERSION = {
+    "409": (
+        409,
+        ArkindexConflictError,
+        {
+            "type": "client_error",
+            "errors": [
+                {
+                    "attr": None,
+                    "code": "unique",
+                    "detail": "A worker version already exists for this revision URL.",
+                }
+            ],
+        },
+    ),
+    "400": (
+        400,
+        ArkindexValidationError,
+        {
+            "type": "validation_error",
+            "errors": [
+                {
+                    "attr": None,
+                    "code": "unique",
+                    "detail": "A worker version with this revision URL already exists for this worker.",
+                }
+            ],
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize("mode", [None, "409", "400"])
+def test_duplicate_version_answer(emu, client, mode):
+    if mode is None:
+        mode = "409"  # the default
+    else:
+        emu.modes.version_duplicate = mode
+    worker = client.request("CreateWorker", body=WORKER)
+    version = client.request("ImportWorkerVersion", id=worker["id"], body=version_body("a"))
+    status, error_class, content = DUPLICATE_VERSION[mode]
+    with pytest.raises(error_class) as excinfo:
+        client.single_request("ImportWorkerVersion", id=worker["id"], body=version_body("a", tag="v2"))
+    if mode == "409":
+        content = {**content, "existing_id": version["id"]}
+    assert error_of(excinfo) == (status, content)
+    # What arkindex-cli 0.5.0 recognises, in either form; it then pages ListWorkerVersions for the 400.
+    error = excinfo.value.content["errors"][0]
+    assert error["code"] == "unique" and "revision URL" in error["detail"]
+    assert emu.versions() == [version]
+    # Another worker may import the same revision.
+    other = client.request("CreateWorker", body={**WORKER, "slug": "other"})
+    assert (
+        client.request("ImportWorkerVersion", id=other["id"], body=version_body("a"))["worker_id"]
+        == other["id"]
+    )
+
+
+@pytest.mark.parametrize("unique", [False, True])
+def test_tags_unique_per_worker_in_that_mode(emu, client, unique):
+    assert Modes().unique_tags is False
+    emu.modes.unique_tags = unique
+    worker = client.request("CreateWorker", body=WORKER)
+    other = client.request("CreateWorker", body={**WORKER, "slug": "other"})
+    first = client.request("ImportWorkerVersion", id=worker["id"], body=version_body("a", tag="v1"))
+    second = client.request("ImportWorkerVersion", id=worker["id"], body=version_body("b"))
+    # Always fine: the same tag on another worker, the tag again on its own version, no tag at all.
+    client.request("ImportWorkerVersion", id=other["id"], body=version_body("a", tag="v1"))
+    assert client.request("PartialUpdateWorkerVersion", id=first["id"], body={"tag": "v1"})["tag"] == "v1"
+    client.request("ImportWorkerVersion", id=worker["id"], body=version_body("c", tag=None))
+
+    taken = (
+        400,
+        {
+            "type": "validation_error",
+            "errors": [
+                {
+                    "attr": ["tag"],
+                    "code": "unique",
+                    "detail": "A worker version with the tag v1 already exists for this worker.",
+                }
+            ],
+        },
+    )
+    attempts = [
+        ("ImportWorkerVersion", {"id": worker["id"], "body": version_body("d", tag="v1")}),
+        ("PartialUpdateWorkerVersion", {"id": second["id"], "body": {"tag": "v1", "branch": "main"}}),
+    ]
+    for operation, kwargs in attempts:
+        if unique:
+            with pytest.raises(ArkindexValidationError) as excinfo:
+                client.single_request(operation, **kwargs)
+            assert error_of(excinfo) == taken
+        else:
+            assert client.single_request(operation, **kwargs)["tag"] == "v1"
+    tags = [v["tag"] for v in emu.versions() if v["worker_id"] == worker["id"]]
+    assert tags == (["v1", None, None] if unique else ["v1", "v1", None, "v1"])
+
+
 def test_list_worker_versions_pages(emu, client):
     emu.modes.page_size = 2
     worker = client.request("CreateWorker", body=WORKER)

@@ -288,6 +288,19 @@ def _error_body(kind: str, detail: str, code: str = "error") -> dict[str, Any]:
     return {"type": kind, "errors": [{"attr": None, "code": code, "detail": detail}]}
 
 
+def _check_yaml(v: _Validator, text: str | None) -> None:
+    """A worker version's configuration must be a YAML mapping."""
+    if text is None:
+        return
+    try:
+        parsed = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        v.error("yaml", f"Invalid YAML: {exc}")
+        return
+    if not isinstance(parsed, dict):
+        v.error("yaml", "The YAML configuration must be a mapping.")
+
+
 def _paginate(call: _Call, items: list[Any], page_size: int) -> dict[str, Any]:
     """One page of ``items`` as Django REST framework's PageNumberPagination answers it."""
     pages = max(1, -(-len(items) // page_size))  # an empty list still has its first page
@@ -1117,51 +1130,54 @@ class Emulator:
         with self._lock:
             worker = self._get_worker(call.params["id"])
         v = _Validator(call.body)
-        yaml_text = v.string("yaml")
-        revision_url = v.string("revision_url")
-        docker_image_iid = v.string("docker_image_iid")
-        branch = v.string("branch", required=False, nullable=True)
-        tag = v.string("tag", required=False, nullable=True)
-        if yaml_text is not None:
-            try:
-                parsed = yaml.safe_load(yaml_text)
-            except yaml.YAMLError as exc:
-                v.error("yaml", f"Invalid YAML: {exc}")
-            else:
-                if not isinstance(parsed, dict):
-                    v.error("yaml", "The YAML configuration must be a mapping.")
+        fields = {
+            "yaml": v.string("yaml"),
+            "revision_url": v.string("revision_url"),
+            "docker_image_iid": v.string("docker_image_iid"),
+            "branch": v.string("branch", required=False, nullable=True),
+            "tag": v.string("tag", required=False, nullable=True),
+        }
+        _check_yaml(v, fields["yaml"])
         if v.errors:
             raise ApiError(400, v.errors)
         with self._lock:
             for version in self._versions.values():
-                if version["worker_id"] == worker["id"] and version["revision_url"] == revision_url:
-                    raise ApiError(
-                        409,
-                        {
-                            "type": "client_error",
-                            "errors": [
-                                {
-                                    "attr": None,
-                                    "code": "unique",
-                                    "detail": "A worker version already exists for this revision URL.",
-                                }
-                            ],
-                            "existing_id": version["id"],
-                        },
-                    )
+                if version["worker_id"] == worker["id"] and version["revision_url"] == fields["revision_url"]:
+                    raise self._duplicate_version(version)
+            self._check_tag_free(worker["id"], fields["tag"], None)
             version = {
                 "id": str(uuid.uuid4()),
                 "worker_id": worker["id"],
-                "revision_url": revision_url,
-                "docker_image_iid": docker_image_iid,
-                "yaml": yaml_text,
-                "branch": branch,
-                "tag": tag,
+                **{key: fields[key] for key in ("revision_url", "docker_image_iid", "yaml", "branch", "tag")},
                 "state": "available",
                 "created": _now(),
             }
             self._versions[version["id"]] = version
             return 201, dict(version)
+
+    def _duplicate_version(self, existing: dict[str, Any]) -> ApiError:
+        """The answer to a second import of a revision, in the form ``modes.version_duplicate`` picks."""
+        if self.modes.version_duplicate == "400":
+            # Arkindex up to 1.11.1: a plain validation error, which names no version.
+            detail = "A worker version with this revision URL already exists for this worker."
+            return ApiError(400, _error_body("validation_error", detail, "unique"))
+        detail = "A worker version already exists for this revision URL."
+        return ApiError(409, {**_error_body("client_error", detail, "unique"), "existing_id": existing["id"]})
+
+    def _check_tag_free(self, worker_id: str, tag: str | None, version_id: str | None) -> None:
+        """With ``modes.unique_tags``, refuse a tag another version of the worker holds (caller holds the lock)."""
+        if tag is None or not self.modes.unique_tags:
+            return
+        for version in self._versions.values():
+            if version["worker_id"] == worker_id and version["tag"] == tag and version["id"] != version_id:
+                detail = f"A worker version with the tag {tag} already exists for this worker."
+                raise ApiError(
+                    400,
+                    {
+                        "type": "validation_error",
+                        "errors": [{"attr": ["tag"], "code": "unique", "detail": detail}],
+                    },
+                )
 
     def _op_ListWorkerVersions(self, call: _Call) -> tuple[int, Any]:
         with self._lock:
@@ -1184,6 +1200,7 @@ class Emulator:
         if v.errors:
             raise ApiError(400, v.errors)
         with self._lock:
+            self._check_tag_free(version["worker_id"], changes.get("tag"), version["id"])
             version.update(changes)
             return 200, dict(version)
 
