@@ -20,7 +20,7 @@ from arkindex.exceptions import (
 )
 
 from git_import.local.emulator import Emulator, Faults, Modes
-from git_import.local.emulator.__main__ import usage_text
+from git_import.local.emulator.__main__ import build_parser, modes_from_args, usage_text
 from git_import.local.emulator.schema import OPERATIONS, openapi_schema
 
 PROCESS_ENV = {"REPOSITORY_URL": "https://git.example.com/group/repo", "GIT_TOKEN": "s3cret"}
@@ -817,12 +817,62 @@ def test_stop_with_open_keepalive_connection(emu, process, client):
 def test_usage_text_mentions_admin_endpoints():
     text = usage_text("http://127.0.0.1:8000/")
     assert "http://127.0.0.1:8000/_emulator/processes" in text
+    assert "http://127.0.0.1:8000/_emulator/modes" in text
+    assert "--workers-refuse-task-token" in text
     assert "ARKINDEX_TASK_TOKEN" in text
+    assert "Modes: task_token_on_workers=True version_duplicate=409 duplicate_slug=field" in text
+
+
+def test_mode_flags():
+    parser = build_parser()
+    assert modes_from_args(parser.parse_args([])) == Modes()
+    args = parser.parse_args(
+        [
+            "--workers-refuse-task-token",
+            "--version-duplicate",
+            "400",
+            "--duplicate-slug",
+            "conflict",
+            "--unique-tags",
+            "--page-size",
+            "3",
+        ]
+    )
+    assert modes_from_args(args) == Modes(
+        task_token_on_workers=False,
+        version_duplicate="400",
+        duplicate_slug="conflict",
+        unique_tags=True,
+        page_size=3,
+    )
+    help_text = parser.format_help()
+    for flag in (
+        "--version-duplicate {409,400}",
+        "--duplicate-slug {field,non_field,object,conflict}",
+        "--page-size N",
+    ):
+        assert flag in help_text
+    for bad in (["--page-size", "0"], ["--version-duplicate", "500"], ["--duplicate-slug", "slug"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(bad)
 
 
 def test_main_serves_until_interrupted():
     proc = subprocess.Popen(
-        [sys.executable, "-m", "git_import.local.emulator", "--port", "0", "--create-task-delay", "0.01"],
+        [
+            sys.executable,
+            "-m",
+            "git_import.local.emulator",
+            "--port",
+            "0",
+            "--create-task-delay",
+            "0.01",
+            "--workers-refuse-task-token",
+            "--duplicate-slug",
+            "object",
+            "--page-size",
+            "5",
+        ],
         stdout=subprocess.PIPE,
         text=True,
         cwd=Path(__file__).resolve().parents[1],
@@ -831,8 +881,19 @@ def test_main_serves_until_interrupted():
         first_line = proc.stdout.readline()
         url = first_line.rsplit(" ", 1)[-1].strip()
         assert url.startswith("http://127.0.0.1:")
+        header = [proc.stdout.readline() for _ in range(2)]
+        assert header[1].startswith(
+            "Modes: task_token_on_workers=False version_duplicate=409 duplicate_slug=object"
+        )
         ArkindexClient(base_url=url)
         assert requests.get(url + "_emulator/faults", timeout=5).json()["create_task_delay"] == 0.01
+        assert requests.get(url + "_emulator/modes", timeout=5).json() == {
+            "task_token_on_workers": False,
+            "version_duplicate": "409",
+            "duplicate_slug": "object",
+            "unique_tags": False,
+            "page_size": 5,
+        }
     finally:
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=10)
