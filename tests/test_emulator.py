@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import signal
 import subprocess
@@ -92,6 +93,18 @@ def test_schema_not_subject_to_faults(emu):
     emu.faults.drop_rate = 1.0
     ArkindexClient(base_url=emu.url)  # loads fine
     assert emu.stats["errors_injected"] == emu.stats["drops_injected"] == 0
+
+
+def test_emulator_functions_stay_short():
+    """Each step of the emulator reads on one screen: no function over 60 lines."""
+    package = Path(__file__).resolve().parents[1] / "git_import" / "local" / "emulator"
+    long = [
+        f"{source.name}:{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for source in sorted(package.glob("*.py"))
+        for node in ast.walk(ast.parse(source.read_text()))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno >= 60
+    ]
+    assert long == []
 
 
 def test_url_requires_start():
