@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from git_import.local.emulator import Emulator, Faults
+from git_import.local.emulator import Emulator, Faults, Modes
 from git_import.local.gitserver import GitFaults, GitHTTPServer
 from git_import.local.sample import RepoBuilder, worker_yaml
 
@@ -412,7 +412,8 @@ def test_duplicate_slug_answer_counts_as_already_there(
     """A slug that another trigger created first: "already there", whether the server's 400 names the
     `slug` field (as assumed) or not (Django's unique-together form): the process is asked then."""
     url, base, commits = pushed
-    ponos.emulator.faults = Faults(duplicate_race_rate=0.5, seed=3, duplicate_error=shape)
+    ponos.emulator.faults = Faults(duplicate_race_rate=0.5, seed=3)
+    ponos.emulator.modes = Modes(duplicate_slug=shape)
 
     result = ponos.run_trigger({"REPOSITORY_URL": url, "REPOSITORY_BEFORE": base})
 
