@@ -1,6 +1,6 @@
 """The OpenAPI 3 schema the emulator serves: our **[assumed]** reconstruction of the Arkindex API.
 
-This module is the single place where the emulator's API facts live (see ``CONTRACT.md`` §3).
+This module is the single place where the emulator's API facts live (see docs/arkindex-api.md).
 What is known from Arkindex's own release notes and published packages:
 
 - the operationIds (``RetrieveProcess``, ``CreateTask``, ``CreateWorker``, ``PartialUpdateWorker``,

@@ -1,6 +1,6 @@
 """An embedded, Arkindex-compatible HTTP server for tests, the demo and the benchmark.
 
-It speaks the subset of the Arkindex REST API described in ``CONTRACT.md`` §3 (the paths and
+It speaks the subset of the Arkindex REST API described in docs/arkindex-api.md (the paths and
 shapes are declared in :mod:`git_import.local.emulator.schema`), over real HTTP on a local port, so that
 the real ``arkindex-client`` can talk to it. State lives in memory behind one lock.
 
