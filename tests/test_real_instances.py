@@ -81,7 +81,11 @@ def test_worker_operations_use_the_user_token_while_the_trigger_keeps_the_task_t
     ponos = make_ponos(
         emulator,
         tmp_path / "data",
-        {"REPOSITORY_URL": pushed["url"], "REPOSITORY_REF": "refs/heads/main", "ARKINDEX_API_TOKEN": user_token},
+        {
+            "REPOSITORY_URL": pushed["url"],
+            "REPOSITORY_REF": "refs/heads/main",
+            "ARKINDEX_API_TOKEN": user_token,
+        },
     )
 
     trigger = ponos.run_trigger({"REPOSITORY_BEFORE": pushed["base"]})
@@ -147,7 +151,11 @@ def test_auth_scheme_override_applies_to_the_user_token(
     ponos = make_ponos(emulator, tmp_path / "data", {})
     commit = pushed["commits"][-1]
     env = revision_env(
-        ponos, pushed["url"], commit, ARKINDEX_API_TOKEN=emulator.create_user_token(), ARKINDEX_API_AUTH_SCHEME="Bearer"
+        ponos,
+        pushed["url"],
+        commit,
+        ARKINDEX_API_TOKEN=emulator.create_user_token(),
+        ARKINDEX_API_AUTH_SCHEME="Bearer",
     )
 
     result = run_tool(["revision", commit], env)
@@ -192,7 +200,12 @@ def report_version(report: dict, slug: str) -> str:
 
 @pytest.mark.parametrize("form", ["field", "non_field", "object", "conflict"])
 def test_duplicate_slug_in_every_form_counts_as_already_there(
-    emulator: Emulator, tmp_path: Path, repo: RepoBuilder, git_root: Path, git_server: GitHTTPServer, form: str
+    emulator: Emulator,
+    tmp_path: Path,
+    repo: RepoBuilder,
+    git_root: Path,
+    git_server: GitHTTPServer,
+    form: str,
 ) -> None:
     """Every CreateTask finds its slug taken by another trigger: whatever form the refusal takes, the
     trigger counts each task as already there, fails none, and never creates a second one."""
