@@ -87,11 +87,13 @@ def main(argv: list[str] | None = None) -> int:
             from git_import.revision import run_revision
 
             overrides = {"repository_revision": args.commit} if args.commit else {}
-            return run_revision(load_settings(**overrides))
+            # Every missing or wrong setting is named at once, before anything runs.
+            return run_revision(load_settings("revision", **overrides))
 
         from git_import.trigger import run_trigger
 
-        return run_trigger(load_settings(), dry_run=dry_run, fmt=getattr(args, "format", "text"), early=early)
+        settings = load_settings("trigger --dry-run" if dry_run else "trigger")
+        return run_trigger(settings, dry_run=dry_run, fmt=getattr(args, "format", "text"), early=early)
     except FatalError as exc:
         # One line: what is wrong, where, and how to fix it (the hint, in parentheses).
         if exc.exit_code == EXIT_CONFIG and command == "trigger":

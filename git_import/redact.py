@@ -8,6 +8,12 @@ import threading
 from urllib.parse import quote
 
 MASK = "***"
+
+# The tool's secret settings, named once. Pure, because readers that run before pydantic is imported
+# need them too (git's environment filter, the early clone); the settings model types exactly these
+# as SecretStr (a test holds the two together), registers their values here, and marks them in the
+# README's settings reference.
+SECRET_SETTINGS = frozenset({"REPOSITORY_TOKEN", "ARKINDEX_TASK_TOKEN", "ARKINDEX_API_TOKEN"})
 _lock = threading.Lock()
 _secrets: set[str] = set()
 

@@ -268,3 +268,72 @@ def test_every_bad_input_is_documented_with_its_message() -> None:
     doc = DOC.read_text()
     for case in CASES:
         assert case.documented() in doc, f"the README lacks the message of {case.id!r}"
+
+
+# --- every missing or invalid setting in one run ----------------------------------------------------
+
+MISSING = {
+    "REPOSITORY_URL": "REPOSITORY_URL is not set "
+    "(set REPOSITORY_URL to the repository's HTTP(S) or SSH clone URL, without credentials)",
+    "PONOS_PROCESS": "PONOS_PROCESS is not set "
+    "(set PONOS_PROCESS (or ARKINDEX_PROCESS_ID) to the UUID of the process running this task)",
+    "PONOS_TASK": "PONOS_TASK is not set (set PONOS_TASK to the UUID of the running task)",
+    "ARKINDEX_API_URL": "ARKINDEX_API_URL is not set "
+    "(set ARKINDEX_API_URL to the base URL of the Arkindex instance)",
+    "token": "neither ARKINDEX_TASK_TOKEN nor ARKINDEX_API_TOKEN is set "
+    "(Ponos sets ARKINDEX_TASK_TOKEN: outside Ponos, set ARKINDEX_API_TOKEN to a user API token)",
+    "REPOSITORY_REVISION": "REPOSITORY_REVISION is not set "
+    "(give the commit hash as `arkindex-git-import revision <hash>` or set REPOSITORY_REVISION)",
+}
+A_URL = "https://gitlab.example.com/group/workers.git"  # never reached: the settings stop the run first
+
+
+def test_one_trigger_run_names_every_missing_setting(tmp_path: Path) -> None:
+    """The issue's four runs (PONOS_PROCESS, then PONOS_TASK, then ARKINDEX_API_URL, then the token) in one."""
+    result = run_tool(["trigger"], {"REPOSITORY_URL": A_URL, "PONOS_DATA": str(tmp_path)})
+
+    assert result.code == 2, result.output
+    assert "Traceback" not in result.output
+    names = ("PONOS_PROCESS", "PONOS_TASK", "ARKINDEX_API_URL", "token")
+    listed = "; ".join(MISSING[name] for name in names)
+    assert error_lines(result) == [f"4 settings are missing or invalid: {listed}; nothing was created"]
+
+
+def test_one_revision_run_names_every_missing_setting(tmp_path: Path) -> None:
+    result = run_tool(["revision"], {"PONOS_DATA": str(tmp_path)})
+
+    assert result.code == 2, result.output
+    names = ("REPOSITORY_URL", "REPOSITORY_REVISION", "ARKINDEX_API_URL", "token")
+    listed = "; ".join(MISSING[name] for name in names)
+    assert error_lines(result) == [f"4 settings are missing or invalid: {listed}"]
+
+
+def test_invalid_and_missing_settings_are_named_together(ponos: Ponos) -> None:
+    env = {**ponos.env, "REPOSITORY_URL": A_URL, "MAX_REVISIONS": "0"}
+    del env["PONOS_TASK"]
+
+    result = run_tool(["trigger"], env)
+
+    assert result.code == 2, result.output
+    assert error_lines(result) == [
+        f"2 settings are missing or invalid: {MAX_REVISIONS}; {MISSING['PONOS_TASK']}; nothing was created"
+    ]
+    assert_nothing_created(ponos)
+
+
+def test_a_revision_argument_that_is_no_hash_is_named_with_what_is_missing(tmp_path: Path) -> None:
+    result = run_tool(["revision", "abc123"], {"REPOSITORY_URL": A_URL, "PONOS_DATA": str(tmp_path)})
+
+    assert result.code == 2, result.output
+    assert error_lines(result) == [
+        "3 settings are missing or invalid: REPOSITORY_REVISION: not a full 40-character commit hash "
+        "(give the full 40-character hash of the commit to import); "
+        f"{MISSING['ARKINDEX_API_URL']}; {MISSING['token']}"
+    ]
+
+
+def test_a_dry_run_needs_only_the_repository_url(tmp_path: Path) -> None:
+    result = run_tool(["trigger", "--dry-run"], {"PONOS_DATA": str(tmp_path)})
+
+    assert result.code == 2, result.output
+    assert error_lines(result) == [f"{MISSING['REPOSITORY_URL']}; nothing was created"]

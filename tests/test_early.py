@@ -3,6 +3,7 @@ only when the settings ask for that very clone, and stopped whole otherwise. Rea
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -14,10 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from git_import.early import EarlyClone
-from git_import.git.repo import GitEnv, GitError
+from git_import.early import EarlyClone, clone_depth
+from git_import.git.repo import GitEnv, GitError, git_env_for
 from git_import.local.gitserver import GitHTTPServer
 from git_import.local.sample import RepoBuilder, worker_yaml
+from git_import.rules.urls import clone_branch
+from git_import.settings import SETTING_PREFIXES, load_settings
 
 from conftest import REPO_TOKEN, Ponos, clean_env, make_ponos
 
@@ -42,9 +45,12 @@ def pushed(repo: RepoBuilder, git_server: GitHTTPServer) -> dict[str, str]:
 
 
 def ponos_env(url: str, **extra: str) -> dict[str, str]:
+    """What Ponos gives a trigger: every setting it needs (rules.env.REQUIRED), so none is missing."""
     return {
         "PONOS_PROCESS": str(uuid.uuid4()),
         "PONOS_TASK": str(uuid.uuid4()),
+        "ARKINDEX_API_URL": "http://127.0.0.1:9/",  # never called: the early clone reads git alone
+        "ARKINDEX_TASK_TOKEN": "task-token",
         "REPOSITORY_URL": url,
         **extra,
     }
@@ -154,6 +160,11 @@ def test_closing_stops_a_running_clone_and_all_its_processes(
         {"REPOSITORY_URL": "https://user:secret@example.com/workers.git"},
         {"REPOSITORY_URL": "ext::sh -c touch% /tmp/pwned"},
         {"PONOS_PROCESS": ""},
+        {"ARKINDEX_API_URL": ""},
+        {"ARKINDEX_TASK_TOKEN": ""},
+        {"REPOSITORY_BEFORE": "abc123"},
+        {"REPOSITORY_ALLOW_LOCAL": "maybe"},
+        {"GIT_STALL_TIMEOUT": "0"},
     ],
     ids=[
         "no-url",
@@ -166,6 +177,11 @@ def test_closing_stops_a_running_clone_and_all_its_processes(
         "credentials-in-url",
         "ext-transport",
         "no-process",
+        "no-api-url",
+        "no-token",
+        "short-hash",
+        "bad-bool",
+        "number-out-of-bounds",
     ],
 )
 def test_no_early_clone_without_a_plain_environment(
@@ -181,6 +197,63 @@ def test_a_dry_run_needs_no_process(pushed: dict[str, str], tmpdir_: Path) -> No
     assert early is not None
     early.close()
     assert left_behind(tmpdir_) == []
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"REPOSITORY_USERNAME": "ada", "REPOSITORY_TOKEN": "tok-early-1234", "GIT_TIMEOUT": " 90 "},
+        {"REPOSITORY_ALLOW_LOCAL": "off", "GIT_STALL_TIMEOUT": "+5", "REPOSITORY_REF": "refs/heads/main"},
+        {"REPOSITORY_BEFORE": "A" * 40, "REPOSITORY_AFTER": "", "WORKER_UPDATE": "no"},
+    ],
+    ids=["defaults", "credentials-and-limits", "spelled-differently", "upper-case-hash"],
+)
+def test_the_early_clone_reads_the_environment_as_the_settings_do(
+    pushed: dict[str, str], tmpdir_: Path, monkeypatch: pytest.MonkeyPatch, extra: dict[str, str]
+) -> None:
+    """Same rules and defaults on both sides: the clone started early is the one the settings ask for."""
+    environ = ponos_env(pushed["url"], **extra)
+    early = EarlyClone.start(environ)
+    assert early is not None
+    try:
+        for name in os.environ:
+            if name.startswith(SETTING_PREFIXES):
+                monkeypatch.delenv(name)
+        for name, value in environ.items():
+            monkeypatch.setenv(name, value)
+        settings = load_settings("trigger")
+        assert (early.url, early.branch, early.depth) == (
+            settings.repository_url,
+            clone_branch(settings.repository_ref),
+            clone_depth(settings.before),
+        )
+        assert early.git_env.same_as(git_env_for(settings))
+    finally:
+        early.close()
+
+
+def test_the_clone_starts_before_pydantic_is_imported(pushed: dict[str, str], tmp_path: Path) -> None:
+    """Overlapping the settings layer's import is the early clone's whole point."""
+    spy = (
+        "import sys\n"
+        "from git_import.git.repo import Repo\n"
+        "start = Repo.start_clone\n"
+        "def spy(*args, **kwargs):\n"
+        "    loaded = sorted(m for m in sys.modules if m.split('.')[0].startswith('pydantic'))\n"
+        "    print('imported when the clone started:', loaded, flush=True)\n"
+        "    return start(*args, **kwargs)\n"
+        "Repo.start_clone = staticmethod(spy)\n"
+        "from git_import.cli import main\n"
+        "sys.exit(main(['trigger', '--dry-run']))\n"
+    )
+    env = {**clean_env(), "REPOSITORY_URL": pushed["url"], "REPOSITORY_BEFORE": pushed["base"]}
+    result = subprocess.run(
+        [sys.executable, "-c", spy], env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    first = next(line for line in result.stdout.splitlines() if line.startswith("imported when"))
+    assert first == "imported when the clone started: []", result.stdout
 
 
 # --- the trigger, run as Ponos runs it -------------------------------------------------------------

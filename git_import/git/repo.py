@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from git_import.errors import ConfigError, FatalError
-from git_import.redact import scrub
+from git_import.redact import SECRET_SETTINGS, scrub
 
 if TYPE_CHECKING:
     from git_import.settings import Settings
@@ -49,7 +49,7 @@ esac
 """
 
 # The tool's secret settings, kept out of the environment of git processes.
-_SECRET_ENV = frozenset({"REPOSITORY_TOKEN", "ARKINDEX_TASK_TOKEN", "ARKINDEX_API_TOKEN"})
+_SECRET_ENV = SECRET_SETTINGS
 
 # Failures worth another try: the network or the server, never authentication or a missing object.
 _TRANSIENT = re.compile(
