@@ -40,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="clone and print the plan without calling any Arkindex write operation; needs no Arkindex setting",
     )
-    trigger.add_argument("--format", choices=("text", "json"), default="text", help="dry-run output format")
+    trigger.add_argument(
+        "--format", choices=("text", "json"), help="output format of --dry-run's plan (default: text)"
+    )
 
     revision = commands.add_parser("revision", help="register the workers of one revision on Arkindex")
     revision.add_argument("commit", nargs="?", help="full commit hash (default: REPOSITORY_REVISION)")
@@ -63,7 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "format", None) and not args.dry_run:
+        # A real run logs; only the dry run prints a plan. Accepting the flag and ignoring it would
+        # leave a script waiting for JSON that never comes.
+        parser.error(
+            "--format applies to --dry-run only: the plan of a real run is in $PONOS_DATA/current/import-plan.json"
+        )
     setup_logging("json" if os.environ.get("LOG_FORMAT", "").strip().lower() == "json" else "text")
     command = args.command or "trigger"
     early = None
@@ -93,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
         from git_import.trigger import run_trigger
 
         settings = load_settings("trigger --dry-run" if dry_run else "trigger")
-        return run_trigger(settings, dry_run=dry_run, fmt=getattr(args, "format", "text"), early=early)
+        return run_trigger(
+            settings, dry_run=dry_run, fmt=getattr(args, "format", None) or "text", early=early
+        )
     except FatalError as exc:
         # One line: what is wrong, where, and how to fix it (the hint, in parentheses).
         if exc.exit_code == EXIT_CONFIG and command == "trigger":

@@ -270,3 +270,13 @@ def test_lock_file_pins_every_dependency_with_hashes() -> None:
         for op, args in instructions()
         if op == "RUN"
     )
+
+
+def test_format_without_dry_run_is_refused() -> None:
+    """Only the dry run prints a plan: `--format json` on a real run would be silently ignored."""
+    proc = run_cli(
+        console_script(), "trigger", "--format", "json", env={"REPOSITORY_URL": "https://example.com/r.git"}
+    )
+    assert proc.returncode == 2
+    assert "--format applies to --dry-run only" in proc.stderr
+    assert proc.stdout == ""
