@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
 from git_import.errors import ConfigError
-from git_import.git.repo import Commit
+from git_import.rules.commit import Commit, parse_log_record
 from git_import.rules.plan import CREATED, EXISTING, FAILED, NEW, build_plan
 from git_import.rules.selection import NEW_BRANCH, PUSH, REWRITTEN, Selection, select_push, select_target
 from git_import.rules.urls import (
@@ -29,6 +31,32 @@ def commit(n: int, summary: str | None = None) -> Commit:
         date=f"2026-01-01T00:00:{n:02d}+00:00",
         summary=summary or f"Change {n}",
     )
+
+
+# --- purity ----------------------------------------------------------------------------------------------
+
+
+def test_pure_rules_import_nothing_that_runs_a_process() -> None:
+    # A fresh interpreter: this one already holds subprocess and the git layer, imported by other tests.
+    code = (
+        "import sys\n"
+        "import git_import.rules.plan, git_import.rules.selection, git_import.rules.urls\n"
+        "print(' '.join(sorted(m for m in sys.modules if m in ('subprocess', 'socket') "
+        "or m == 'git_import.git' or m.startswith('git_import.git.'))))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.split() == []
+
+
+def test_log_record_parsing() -> None:
+    record = (
+        b"\n"
+        + "\x1f".join([commit(1).hash, "Ada Worker", "2026-01-01T00:00:01+00:00", "Fix a\x1fb"]).encode()
+    )
+    assert parse_log_record(record) == Commit(
+        commit(1).hash, "Ada Worker", "2026-01-01T00:00:01+00:00", "Fix a\x1fb"
+    )
+    assert parse_log_record(b"\n") is None
 
 
 # --- selection ---------------------------------------------------------------------------------------

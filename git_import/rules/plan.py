@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from git_import.git.repo import Commit
+from git_import.rules.commit import Commit
 from git_import.rules.selection import Selection
 from git_import.rules.urls import task_slug
 
