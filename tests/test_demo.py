@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from git_import.local.demo import _import_start
+from git_import.local.demo import _first_line, _import_start
 from git_import.local.gitserver import GitHTTPServer
 from git_import.local.sample import RepoBuilder, worker_yaml
+from git_import.rules.plan import clip
 
 from conftest import run_tool
 
@@ -99,6 +100,24 @@ def test_demo_imports_the_whole_history_when_asked_for_as_much_or_more(
     assert "Worker versions: 6" in text  # ocr four times, layout twice
 
 
+def test_demo_summary_shows_a_description_s_first_line_and_cut_summaries_end_with_an_ellipsis(
+    tmp_path: Path,
+):
+    repo = RepoBuilder(tmp_path / "work")
+    four_commits(repo)
+
+    result = run_tool(["demo", "--repository-url", str(repo.path), "--revisions", "3"], {})
+
+    assert result.code == 0, result.output
+    text = summary(result.stdout)
+    assert "ocr (recognizer): OCR — Reads text …" in text
+    assert "finds the lines of a page" not in text and "accurate" not in text
+    assert LONG_SUMMARY not in text
+    row = next(line for line in text.splitlines() if LONG_SUMMARY[:20] in line)
+    assert f"  {clip(LONG_SUMMARY, 40)}  task import-" in row
+    assert clip(LONG_SUMMARY, 40).endswith("…") and len(clip(LONG_SUMMARY, 40)) == 40
+
+
 def test_demo_on_a_single_commit_imports_it(tmp_path: Path):
     repo = RepoBuilder(tmp_path / "work")
     root = repo.commit("Initial commit", {"arkindex/ocr.yml": worker_yaml("ocr", "OCR", "Reads text")})
@@ -129,3 +148,17 @@ def c(n: int) -> str:
 )
 def test_where_the_import_starts(newest_first: list[str], revisions: int, start: tuple) -> None:
     assert _import_start(newest_first, revisions) == start
+
+
+@pytest.mark.parametrize(
+    ("description", "line"),
+    [
+        ("Says hello", "Says hello"),
+        (MARKDOWN, "Reads text …"),
+        ("\n\n  Says hello\n", "Says hello"),
+        ("", ""),
+        ("x" * 80, "x" * 59 + "…"),
+    ],
+)
+def test_a_description_s_first_line(description: str, line: str) -> None:
+    assert _first_line(description) == line

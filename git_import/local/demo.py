@@ -22,6 +22,7 @@ from git_import.git.repo import GitEnv, Repo
 from git_import.local.emulator import Emulator
 from git_import.local.gitserver import GitHTTPServer
 from git_import.local.sample import make_sample
+from git_import.rules.plan import clip
 from git_import.rules.urls import NULL_SHA
 
 logger = logging.getLogger(__name__)
@@ -247,16 +248,16 @@ def _summary(emulator: Emulator, process_id: str, trigger_ids: set[str], revisio
     by = "the trigger" if len(trigger_ids) == 1 else f"the {len(trigger_ids)} triggers"
     lines = ["", "═" * 72, "Summary", "═" * 72, f"Tasks created by {by}: {len(tasks)} (one per revision)"]
     for task in tasks:
-        item = plan.get(task["slug"], {})
+        summary = str(plan.get(task["slug"], {}).get("summary", ""))
         commit = task["env"].get("REPOSITORY_REVISION", task["slug"])[:10]
-        lines.append(
-            f"  {commit}  {item.get('summary', '')!s:<40.40}  task {task['slug'][:17]}…  {task['state']}"
-        )
+        # The summary is cut to keep one line a task; `…` says it was.
+        lines.append(f"  {commit}  {clip(summary, 40):<40}  task {clip(task['slug'], 18)}  {task['state']}")
     workers = emulator.workers()
     versions = emulator.versions()
     lines.append(f"Workers registered: {len(workers)}")
     for worker in workers:
-        lines.append(f"  {worker['slug']} ({worker['type']}): {worker['name']} — {worker['description']}")
+        description = _first_line(worker.get("description") or "")
+        lines.append(f"  {worker['slug']} ({worker['type']}): {worker['name']} — {description}")
         for version in (v for v in versions if v["worker_id"] == worker["id"]):
             commit = version["revision_url"].rsplit("/", 1)[-1][:10]
             where = f"branch {version['branch']}" if version.get("branch") else f"tag {version.get('tag')}"
@@ -265,3 +266,15 @@ def _summary(emulator: Emulator, process_id: str, trigger_ids: set[str], revisio
             )
     lines.append(f"Worker versions: {len(versions)}")
     return "\n".join(lines)
+
+
+def _first_line(markdown: str, width: int = 60) -> str:
+    """The first line of a worker's (Markdown) description, for a one-line summary: a heading's `#`
+    marks dropped, `…` at the end when lines were left out or the line was cut."""
+    lines = [line.strip() for line in markdown.strip().splitlines() if line.strip()]
+    if not lines:
+        return ""
+    first = lines[0].lstrip("#").strip() or lines[0]
+    if len(lines) > 1:
+        first += " …"
+    return clip(first, width)
