@@ -24,12 +24,13 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from git_import.errors import ConfigError, FatalError
 from git_import.redact import SECRET_SETTINGS, scrub
+from git_import.rules.commit import Commit
+from git_import.rules.commit import parse_log_record as _parse_log_record
 
 if TYPE_CHECKING:
     from git_import.settings import Settings
@@ -77,14 +78,6 @@ class GitError(FatalError):
         self.transient = transient
 
 
-@dataclass(frozen=True)
-class Commit:
-    hash: str
-    author: str
-    date: str
-    summary: str
-
-
 # One commit a record (records separated by NUL with `-z`): hash, author, author date, subject.
 _LOG_FORMAT = "%H%x1f%an%x1f%aI%x1f%s"
 # --no-mailmap: reading .mailmap would fetch a whole tree into a tree-less clone.
@@ -96,14 +89,6 @@ _FIRST_PARENT_LOG = (
     "--no-mailmap",
     f"--format={_LOG_FORMAT}",
 )
-
-
-def _parse_log_record(record: bytes) -> Commit | None:
-    text = record.decode(errors="replace").strip("\n")
-    if not text:
-        return None
-    commit, author, date, summary = text.split("\x1f", 3)
-    return Commit(commit, author, date, summary)
 
 
 class GitEnv:

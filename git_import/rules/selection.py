@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from git_import.git.repo import Commit
+from git_import.rules.commit import Commit
 
 PUSH = "push"  # the first-parent commits between `before` and the target
 NEW_BRANCH = "new branch"  # no usable `before`: the target alone
