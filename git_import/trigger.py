@@ -454,7 +454,8 @@ def run_trigger(
         if fmt == "json":
             out.write(json.dumps(plan.to_json(), indent=2, ensure_ascii=False) + "\n")
         else:
-            out.write(plan.render_table() + "\n")
+            width = shutil.get_terminal_size().columns if out.isatty() else None  # a pipe gets it whole
+            out.write(plan.render_table(width) + "\n")
         return EXIT_OK
 
     assert api is not None and process_id is not None and task_id is not None
