@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from git_import import logs
 from git_import.early import CLONE_FILTER, EarlyClone, clone_depth
 from git_import.errors import EXIT_FAILURE, EXIT_OK, ConfigError, FatalError
 from git_import.git.repo import Commit, GitEnv, GitError, Repo, git_env_for, with_retries
@@ -30,7 +31,6 @@ logger = logging.getLogger(__name__)
 
 PLAN_FILE = "import-plan.json"
 TARGET_REF = "refs/import/target"
-PROGRESS_INTERVAL = 5.0
 
 
 @dataclass
@@ -295,7 +295,7 @@ def _fan_out(api: ArkindexAPI, plan: Plan, bodies: dict[str, dict[str, Any]], co
             else:
                 failed += 1
             now = time.monotonic()
-            if now - last_report[0] >= PROGRESS_INTERVAL and done < total and not stop.is_set():
+            if now - last_report[0] >= logs.PROGRESS_INTERVAL and done < total and not stop.is_set():
                 last_report[0] = now
                 logger.info("%s", progress())
 

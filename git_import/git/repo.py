@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from git_import import logs
 from git_import.errors import ConfigError, FatalError
 from git_import.redact import scrub
 
@@ -37,8 +38,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-PROGRESS_INTERVAL = 5.0  # seconds between two progress lines of a long fetch
 
 _ASKPASS = """#!/bin/sh
 # Answers git's credential prompts from the environment of the git process; holds no secret itself.
@@ -291,7 +290,7 @@ class Transfer:
             if now - self.started > self.timeout:
                 self.cancel()
                 raise GitError(f"{what} took more than {self.timeout} s", transient=True) from None
-            if now - last_report >= PROGRESS_INTERVAL and self._latest:
+            if now - last_report >= logs.PROGRESS_INTERVAL and self._latest:
                 logger.info("%s: %s", what, scrub(self._latest))
                 last_report = now
         self._reader.join(5)
