@@ -409,9 +409,10 @@ def run_trigger(
                     api_error = exc
                 git_error = git_future.exception()
             except BaseException:
-                # Ctrl-C: the early clone is out of the terminal's reach; stop it before the pool waits.
+                # Ctrl-C: git is out of the terminal's reach; stop it before the pool waits.
                 if early is not None:
                     early.close()
+                git_env.stop()
                 raise
     # A wrong setting or token is reported first; then a git failure; then any other API failure.
     if isinstance(api_error, ConfigError):
