@@ -155,7 +155,7 @@ def _ancestors(repo: Repo, rev: str | None) -> set[str]:
     """Every commit reachable from `rev`, read from commits already fetched (never a lazy fetch)."""
     if rev is None:
         return set()
-    return set(repo.run("rev-list", "--end-of-options", rev, what="listing commits").decode().split())
+    return repo.reachable_commits(rev)
 
 
 def select(
@@ -204,19 +204,7 @@ def _fetch_range_trees(repo: Repo, target: str, before: str) -> None:
 
     A path filter compares each commit's tree with its first parent's; the history was cloned
     without trees, and a whole-history `blob:none` clone would fetch every tree ever written."""
-    # --boundary adds `before` itself; --no-mailmap, since reading .mailmap would fetch a whole tree.
-    out = repo.run(
-        "log",
-        "--first-parent",
-        "--no-mailmap",
-        "--boundary",
-        "--format=%T",
-        "--end-of-options",
-        target,
-        f"^{before}",
-        what="listing trees",
-    )
-    trees = out.decode().split()
+    trees = repo.range_trees(target, before)
     try:
         repo.fetch_objects(list(dict.fromkeys(trees)), what="fetching the trees of the pushed commits")
     except GitError as exc:
@@ -238,8 +226,7 @@ def _reachable_from_any_branch(repo: Repo, commit: str, settings: Settings) -> b
     except GitError as exc:
         logger.warning("could not fetch the other branches: %s", exc.message)
         return False
-    out = repo.run("rev-list", "--all", what="listing commits")
-    return commit in set(out.decode().split())
+    return commit in repo.reachable_commits()
 
 
 def _fan_out(api: ArkindexAPI, plan: Plan, bodies: dict[str, dict[str, Any]], concurrency: int) -> None:

@@ -216,6 +216,12 @@ class Repo:
         )
         return status == 0
 
+    def reachable_commits(self, rev: str | None = None) -> set[str]:
+        """Every commit reachable from `rev` (None: from any local ref), from the commits already
+        fetched (never a lazy fetch)."""
+        args = ["--end-of-options", rev] if rev is not None else ["--all"]
+        return set(self.run("rev-list", *args, what="listing commits").decode().split())
+
     # --- history ----------------------------------------------------------------------------
     def first_parent_log(
         self,
@@ -257,6 +263,22 @@ class Repo:
                 commits.append(commit)
             git.finish()
         return None
+
+    def range_trees(self, target: str, before: str) -> list[str]:
+        """The root trees of the first-parent commits from `target` down to `before`, both included."""
+        # --boundary adds `before` itself; --no-mailmap, since reading .mailmap would fetch a whole tree.
+        out = self.run(
+            "log",
+            "--first-parent",
+            "--no-mailmap",
+            "--boundary",
+            "--format=%T",
+            "--end-of-options",
+            target,
+            f"^{before}",
+            what="listing trees",
+        )
+        return out.decode().split()
 
     # --- files ------------------------------------------------------------------------------
     def ls_tree(self, commit: str, *paths: str, recursive: bool = False) -> list[tuple[str, str, str, str]]:
