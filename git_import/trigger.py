@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 from git_import import logs
 from git_import.early import CLONE_FILTER, EarlyClone, clone_depth
 from git_import.errors import EXIT_FAILURE, EXIT_OK, ConfigError, FatalError
-from git_import.git.repo import Commit, GitEnv, GitError, Repo, git_env_for, with_retries
+from git_import.git.repo import Commit, GitEnv, GitError, Repo, git_env_for
 from git_import.logs import Timings
+from git_import.retry import with_retries
 from git_import.rules import selection as sel
 from git_import.rules.plan import CREATED, EXISTING, FAILED, NEW, Plan, PlanItem, build_plan
 from git_import.rules.urls import NULL_SHA, check_pathspecs, check_ref, check_repository_url, clone_branch

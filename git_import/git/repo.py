@@ -6,22 +6,15 @@ one handler of the command line).
 
 from __future__ import annotations
 
-import logging
-import random
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 from git_import.git.process import ConfigGitError, GitEnv, GitError, GitProcess, git_argv, run, zsplit
 
 if TYPE_CHECKING:
     from git_import.settings import Settings
-
-logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 __all__ = [
     "Commit",
@@ -330,45 +323,6 @@ class Repo:
             except EOFError:  # git ended midway: why, it says on stderr
                 git.ended()
                 raise git.error() from None
-
-
-def backoff_delays(attempts: int, base: float, cap: float = 30.0) -> Iterator[float]:
-    """Full-jitter exponential backoff: the delays before tries 2..attempts."""
-    for attempt in range(1, attempts):
-        high = min(cap, base * 2 ** (attempt - 1))
-        yield random.uniform(min(base / 2, high), high)
-
-
-def with_retries(
-    action: Callable[[], T],
-    *,
-    attempts: int,
-    base_delay: float,
-    what: str,
-    cleanup: Callable[[], object] | None = None,
-) -> T:
-    """Run `action()`; retry transient git failures with jittered backoff, calling `cleanup()` first."""
-    delays = backoff_delays(attempts, base_delay)
-    tries = 0
-    while True:
-        tries += 1
-        try:
-            return action()
-        except GitError as exc:
-            if not exc.transient:
-                raise
-            delay = next(delays, None)
-            if delay is None:
-                raise GitError(
-                    f"{what} failed {tries} times; last error: {exc.message}",
-                    hint="the Git server or the network is failing: retry the task later",
-                ) from None
-            logger.warning(
-                "%s failed (try %d of %d), retrying in %.1f s: %s", what, tries, attempts, delay, exc.message
-            )
-            if cleanup is not None:
-                cleanup()
-            time.sleep(delay)
 
 
 def git_env_for(settings: Settings) -> GitEnv:
