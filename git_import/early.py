@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from git_import.errors import ConfigError
-from git_import.git.repo import GitEnv, GitError, Repo, Transfer, clone_what
+from git_import.git.repo import GitEnv, GitError, GitProcess, Repo, clone_what
 from git_import.rules import env
 from git_import.rules.urls import NULL_SHA, check_ref, check_repository_url, clone_branch
 
@@ -47,7 +47,7 @@ class EarlyClone:
         self.url, self.branch, self.depth = url, branch, depth
         self.git_env = git_env
         self._dir: Path | None = None
-        self._transfer: Transfer | None = None
+        self._transfer: GitProcess | None = None
         self._closed = False
         self._lock = threading.Lock()  # close() may come from two threads: the second waits for the first
         git_env.__enter__()
@@ -60,8 +60,7 @@ class EarlyClone:
                 branch=branch,
                 filter=CLONE_FILTER,
                 depth=depth,
-                own_group=True,  # stopped whole by close(), Ctrl-C included
-            )
+            )  # out of a terminal's reach, as every git process: close() stops it, Ctrl-C included
         except BaseException:
             self.close()
             raise
@@ -118,7 +117,7 @@ class EarlyClone:
                 self.git_env
             ):
                 return None
-            transfer.wait(clone_what(branch))
+            transfer.wait()
             try:
                 os.replace(folder / "repo.git", path)
             except OSError:
@@ -135,7 +134,7 @@ class EarlyClone:
         with self._lock:  # git stopped before its folder is removed, whichever thread gets here first
             transfer, self._transfer = self._transfer, None
             if transfer is not None:
-                transfer.cancel()
+                transfer.stop()
             folder, self._dir = self._dir, None
             if folder is not None:
                 shutil.rmtree(folder, ignore_errors=True)

@@ -11,6 +11,10 @@ from contextlib import contextmanager
 
 from git_import.redact import ScrubFilter
 
+# Seconds between two progress lines of a long step (a clone, the fan-out): read at each use, so that
+# a test can set it to zero.
+PROGRESS_INTERVAL = 5.0
+
 
 class JSONFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from git_import import logs
 from git_import.early import CLONE_FILTER, EarlyClone, clone_depth
 from git_import.errors import EXIT_FAILURE, EXIT_OK, ConfigError, FatalError
-from git_import.git.repo import Commit, GitEnv, GitError, Repo, git_env_for, with_retries
+from git_import.git.repo import Commit, GitEnv, GitError, Repo, git_env_for
 from git_import.logs import Timings
+from git_import.retry import with_retries
 from git_import.rules import selection as sel
 from git_import.rules.plan import CREATED, EXISTING, FAILED, NEW, Plan, PlanItem, build_plan
 from git_import.rules.urls import NULL_SHA, check_pathspecs, check_ref, check_repository_url, clone_branch
@@ -30,7 +32,6 @@ logger = logging.getLogger(__name__)
 
 PLAN_FILE = "import-plan.json"
 TARGET_REF = "refs/import/target"
-PROGRESS_INTERVAL = 5.0
 
 
 @dataclass
@@ -155,7 +156,7 @@ def _ancestors(repo: Repo, rev: str | None) -> set[str]:
     """Every commit reachable from `rev`, read from commits already fetched (never a lazy fetch)."""
     if rev is None:
         return set()
-    return set(repo.run("rev-list", "--end-of-options", rev, what="listing commits").decode().split())
+    return repo.reachable_commits(rev)
 
 
 def select(
@@ -204,19 +205,7 @@ def _fetch_range_trees(repo: Repo, target: str, before: str) -> None:
 
     A path filter compares each commit's tree with its first parent's; the history was cloned
     without trees, and a whole-history `blob:none` clone would fetch every tree ever written."""
-    # --boundary adds `before` itself; --no-mailmap, since reading .mailmap would fetch a whole tree.
-    out = repo.run(
-        "log",
-        "--first-parent",
-        "--no-mailmap",
-        "--boundary",
-        "--format=%T",
-        "--end-of-options",
-        target,
-        f"^{before}",
-        what="listing trees",
-    )
-    trees = out.decode().split()
+    trees = repo.range_trees(target, before)
     try:
         repo.fetch_objects(list(dict.fromkeys(trees)), what="fetching the trees of the pushed commits")
     except GitError as exc:
@@ -238,8 +227,7 @@ def _reachable_from_any_branch(repo: Repo, commit: str, settings: Settings) -> b
     except GitError as exc:
         logger.warning("could not fetch the other branches: %s", exc.message)
         return False
-    out = repo.run("rev-list", "--all", what="listing commits")
-    return commit in set(out.decode().split())
+    return commit in repo.reachable_commits()
 
 
 def _fan_out(api: ArkindexAPI, plan: Plan, bodies: dict[str, dict[str, Any]], concurrency: int) -> None:
@@ -295,7 +283,7 @@ def _fan_out(api: ArkindexAPI, plan: Plan, bodies: dict[str, dict[str, Any]], co
             else:
                 failed += 1
             now = time.monotonic()
-            if now - last_report[0] >= PROGRESS_INTERVAL and done < total and not stop.is_set():
+            if now - last_report[0] >= logs.PROGRESS_INTERVAL and done < total and not stop.is_set():
                 last_report[0] = now
                 logger.info("%s", progress())
 
@@ -409,9 +397,10 @@ def run_trigger(
                     api_error = exc
                 git_error = git_future.exception()
             except BaseException:
-                # Ctrl-C: the early clone is out of the terminal's reach; stop it before the pool waits.
+                # Ctrl-C: git is out of the terminal's reach; stop it before the pool waits.
                 if early is not None:
                     early.close()
+                git_env.stop()
                 raise
     # A wrong setting or token is reported first; then a git failure; then any other API failure.
     if isinstance(api_error, ConfigError):

@@ -7,7 +7,8 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,3 +144,25 @@ def make_ponos(emulator: Emulator, data: Path, process_env: dict[str, str]) -> P
     process = emulator.create_process(name="Repository import", mode="repository", env=process_env)
     trigger = emulator.create_task(process["id"], slug="import", command="arkindex-git-import trigger")
     return Ponos(emulator, process, trigger, data)
+
+
+def group_members(pgid: int) -> list[str]:
+    """The live processes of process group `pgid` (zombies waiting to be reaped do not count)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # gone meanwhile
+            continue
+        name, fields = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(name)
+    return members
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    """Poll an observable condition (processes, a server's requests), bounded in time."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)

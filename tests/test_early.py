@@ -10,7 +10,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +22,7 @@ from git_import.local.sample import RepoBuilder, worker_yaml
 from git_import.rules.urls import clone_branch
 from git_import.settings import SETTING_PREFIXES, load_settings
 
-from conftest import REPO_TOKEN, Ponos, clean_env, make_ponos
+from conftest import REPO_TOKEN, Ponos, clean_env, group_members, make_ponos, wait_for
 
 NULL_SHA = "0" * 40
 
@@ -60,27 +60,6 @@ def left_behind(folder: Path, *, but: GitEnv | None = None) -> list[str]:
     """What is in `folder`, except the credentials helper folder of `but`."""
     keep = {but._dir.name} if but is not None and but._dir is not None else set()
     return sorted(p.name for p in folder.iterdir() if p.name not in keep)
-
-
-def group_members(pgid: int) -> list[str]:
-    """The live processes of process group `pgid` (zombies waiting to be reaped do not count)."""
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:  # gone meanwhile
-            continue
-        name, fields = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(name)
-    return members
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.01)
 
 
 def test_the_clone_the_settings_ask_for_is_taken(
