@@ -304,15 +304,7 @@ def test_ctrl_c_during_the_clone_stops_it(
         )
         started = time.monotonic()
         proc.send_signal(signal.SIGINT)
-        try:
-            code = proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            import os as _os
-
-            _os.system(
-                f"ps -eo pid,ppid,pgid,stat,cmd | grep -v grep | grep -E 'git|python' ; /work/main/.venv/bin/py-spy dump --pid {proc.pid} 2>&1 | head -60"
-            )
-            raise
+        code = proc.wait(timeout=30)
         assert code == 130
         assert time.monotonic() - started < 30  # well before the stalled server would have let go
         assert "interrupted" in proc.stderr.read()
