@@ -27,7 +27,7 @@ from requests.adapters import HTTPAdapter
 
 from git_import.errors import ConfigError, FatalError
 from git_import.redact import scrub
-from git_import.retry import RetryPolicy
+from git_import.retry import RetryPolicy, retry_after_seconds
 from git_import.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -78,6 +78,14 @@ class APIError(FatalError):
         super().__init__(message, hint=hint)
         self.status = status
         self.content = content
+
+
+class TransientAPIError(APIError):
+    """One try failed in a way worth another (5xx, 429, a dropped connection): the fan-out schedules it."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class APIConfigError(APIError, ConfigError):
@@ -351,16 +359,27 @@ class ArkindexAPI:
         return {task["slug"]: str(task["id"]) for task in tasks if task.get("run", 0) == run}
 
     def create_task(self, body: dict[str, Any]) -> tuple[dict[str, Any] | None, bool]:
-        """Create a task: (task, True); or (None, False) when its slug already exists in the process run
-        (`({"id": …}, False)` when the server names the existing task)."""
+        """One try at creating a task: (task, True); or (None, False) when its slug already exists in the
+        process run (`({"id": …}, False)` when the server names the existing task).
+
+        No retry here: a transient failure raises :class:`TransientAPIError`, and the fan-out tries other
+        revisions while this one waits for its next try."""
         what = f"creating task {body['slug']}"
+        client = self.client_for(CREATE_TASK)
+        self._local.retry_after = None
         try:
-            return self._call(CREATE_TASK, what, body=body), True
+            return client.single_request(CREATE_TASK, body=body), True
         except ErrorResponse as exc:
             if is_duplicate_slug(exc):
                 existing = exc.content.get("existing_id") if isinstance(exc.content, dict) else None
                 return ({"id": existing} if existing else None), False
-            raise self._error(CREATE_TASK, what, exc) from None
+            if not _transient(exc):
+                raise self._error(CREATE_TASK, what, exc) from None
+            error: BaseException = exc
+        except _TRANSIENT_EXCEPTIONS as exc:
+            error = exc
+        retry_after = retry_after_seconds(self._local.retry_after)
+        raise TransientAPIError(f"{what}: {describe(error)}", retry_after=retry_after) from None
 
     def create_worker(self, body: dict[str, Any]) -> dict[str, Any]:
         return self.request(CREATE_WORKER, f"creating or retrieving worker {body['slug']}", body=body)

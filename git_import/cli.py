@@ -14,7 +14,7 @@ import sys
 import traceback
 from typing import NoReturn
 
-from git_import import __version__
+from git_import import __version__, stop
 from git_import.errors import EXIT_CONFIG, EXIT_FAILURE, FatalError
 from git_import.logs import setup_logging
 from git_import.redact import scrub
@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             "--format applies to --dry-run only: the plan of a real run is in $PONOS_DATA/current/import-plan.json"
         )
     setup_logging("json" if os.environ.get("LOG_FORMAT", "").strip().lower() == "json" else "text")
+    stop.install()  # SIGTERM and SIGINT, also as PID 1 and when the parent ignored SIGINT
     command = args.command or "trigger"
     early = None
     try:
@@ -113,7 +114,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             logger.error("%s", exc)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except stop.Stopped as exc:
+        # Says what the stop left (the trigger's and the revision's own counts) and what to do next.
+        logger.error("%s", exc.message)
+        return exc.exit_code
+    except KeyboardInterrupt:  # SIGINT before the handler was installed
         logger.error("interrupted")
         return 130
     except Exception as exc:  # an unexpected failure: print it once, scrubbed, with its traceback

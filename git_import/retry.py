@@ -18,15 +18,15 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import random
 import threading
-import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TypeVar
 
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
-from tenacity.wait import wait_exponential, wait_random_exponential
 
+from git_import import stop
 from git_import.git.process import GitError
 
 logger = logging.getLogger(__name__)
@@ -59,17 +59,25 @@ class RetryPolicy:
     """Tries of actions, and the count of retries, shared by the threads of one client."""
 
     def __init__(
-        self, attempts: int, base_delay: float, *, sleep: Callable[[float], None] = time.sleep
+        self, attempts: int, base_delay: float, *, sleep: Callable[[float], None] = stop.sleep
     ) -> None:
         self.attempts = max(1, attempts)
-        self.base_delay = base_delay
+        self.base_delay = max(0.0, base_delay)
         self.retries = 0
-        self._sleep = sleep
+        self._sleep = sleep  # a stop asked by a signal ends the wait
         self._lock = threading.Lock()
-        # Equal jitter: a sure half of the exponential wait, plus a uniform draw in the other half.
-        half = max(0.0, base_delay) / 2
-        self._backoff = wait_exponential(multiplier=half, max=MAX_DELAY / 2) + wait_random_exponential(
-            multiplier=half, max=MAX_DELAY / 2
+
+    def delay(self, failed: int) -> float:
+        """The wait after the `failed`-th failed try: equal jitter, a sure half and a random half."""
+        high = min(MAX_DELAY, self.base_delay * 2 ** (failed - 1))
+        return random.uniform(high / 2, high)
+
+    def note_retry(self, what: str, failed: int, reason: str, delay: float) -> None:
+        """Count one retry and say it, the same way for every caller."""
+        with self._lock:
+            self.retries += 1
+        logger.warning(
+            "%s failed (try %d of %d): %s; retrying in %.1f s", what, failed, self.attempts, reason, delay
         )
 
     def call(
@@ -89,21 +97,11 @@ class RetryPolicy:
 
         def wait(state: RetryCallState) -> float:
             asked = retry_after and retry_after_seconds(retry_after(_failure(state)))
-            return asked if asked is not None else self._backoff(state)
+            return asked if asked is not None else self.delay(state.attempt_number)
 
         def before_sleep(state: RetryCallState) -> None:
-            with self._lock:
-                self.retries += 1
             delay = state.next_action.sleep if state.next_action else 0.0
-            reason = describe(_failure(state))
-            logger.warning(
-                "%s failed (try %d of %d): %s; retrying in %.1f s",
-                what,
-                state.attempt_number,
-                self.attempts,
-                reason,
-                delay,
-            )
+            self.note_retry(what, state.attempt_number, describe(_failure(state)), delay)
             if before_retry is not None:
                 before_retry()
 

@@ -194,11 +194,16 @@ class Repo:
         )
         return status == 0
 
-    def reachable_commits(self, rev: str | None = None) -> set[str]:
-        """Every commit reachable from `rev` (None: from any local ref), from the commits already
-        fetched (never a lazy fetch)."""
-        args = ["--end-of-options", rev] if rev is not None else ["--all"]
-        return set(self.run("rev-list", *args, what="listing commits").decode().split())
+    def has_commit(self, oid: str) -> bool:
+        """Whether the clone holds commit `oid`, asking no server. A partial clone fetches a missing
+        object on demand, except under rev-list's `--missing`, which turns that off."""
+        status, _ = run(
+            self._argv(["rev-list", "--missing=allow-any", "--no-walk", "--end-of-options", oid]),
+            self.git_env,
+            what="git rev-list",
+            ok=(0, 128),
+        )
+        return status == 0
 
     # --- history ----------------------------------------------------------------------------
     def first_parent_log(
@@ -220,27 +225,6 @@ class Repo:
             args += ["--", *paths]
         out = self.run(*args, what="reading the commit history")
         return [commit for record in zsplit(out) if (commit := _parse_log_record(record)) is not None]
-
-    def first_parent_until(self, target: str, stop: str) -> list[Commit] | None:
-        """The first-parent commits from `target` down to `stop` (excluded), newest first; None when
-        `stop` is not on that line.
-
-        git's output is read as it comes and git is stopped once `stop` shows up: the time is that of
-        the range, not of the whole history. `stop` itself is never given to git, so a commit missing
-        from the clone is never fetched on demand."""
-        commits: list[Commit] = []
-        with self._start(
-            *_FIRST_PARENT_LOG, "--end-of-options", target, what="reading the commit history"
-        ) as git:
-            for record in zsplit(git.stdout):
-                commit = _parse_log_record(record)
-                if commit is None:
-                    continue
-                if commit.hash == stop:
-                    return commits  # leaving stops git: the rest of the history is not needed
-                commits.append(commit)
-            git.finish()
-        return None
 
     def range_trees(self, target: str, before: str) -> list[str]:
         """The root trees of the first-parent commits from `target` down to `before`, both included."""
