@@ -771,6 +771,46 @@ def test_duplicate_race(emu, process, import_task, client, mode):
     assert raced["image"] == "docker:24"
 
 
+def test_max_streak_lets_a_slug_through(emu, process, import_task, client):
+    """With every request failing, one CreateTask slug still gets through on its third try."""
+    answer = requests.put(
+        emu.url + "_emulator/faults",
+        json={"error_rate": 1.0, "error_statuses": [503], "max_streak": 2},
+        timeout=5,
+    )
+    assert answer.json()["max_streak"] == 2
+
+    def outcome(slug: str) -> int:
+        try:
+            return client.single_request("CreateTask", body=task_body(process, import_task, slug=slug))[
+                "slug"
+            ]
+        except ErrorResponse as exc:
+            return exc.status_code
+
+    # Each slug counts its own streak: the other slug's faults do not spare "a".
+    assert [outcome("a"), outcome("b"), outcome("a"), outcome("a")] == [503, 503, 503, "a"]
+    assert emu.stats["streaks_cut"] == 1
+    # Going through reset the streak of "a"; other operations count by path.
+    assert outcome("a") == 503
+    with pytest.raises(ArkindexServerError):
+        client.single_request("RetrieveProcess", id=process["id"])
+    emu.faults.max_streak = None
+    assert [outcome("b"), outcome("b")] == [503, 503]
+
+
+def test_max_streak_counts_answers_lost_after_commit(emu, process, import_task, client):
+    emu.faults.drop_after_rate = 1.0
+    emu.faults.max_streak = 1
+    with pytest.raises(requests.exceptions.ConnectionError):
+        client.single_request("CreateTask", body=task_body(process, import_task, slug="lost"))
+    # The retry is spared: its answer arrives (the slug is taken, by the first try).
+    with pytest.raises(ErrorResponse) as excinfo:
+        client.single_request("CreateTask", body=task_body(process, import_task, slug="lost"))
+    assert excinfo.value.status_code == 400
+    assert [t["slug"] for t in emu.tasks(process["id"])] == ["import", "lost"]
+
+
 def test_faults_never_touch_admin(emu):
     emu.faults.error_rate = emu.faults.drop_rate = 1.0
     assert requests.get(emu.url + "_emulator/state", timeout=5).status_code == 200

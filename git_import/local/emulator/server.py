@@ -131,6 +131,11 @@ class Faults:
     duplicate_race_rate: float = 0.0  # CreateTask: another trigger creates the same slug just before
     create_task_delay: float = 0.0  # seconds added to each CreateTask, as a database would
     operations: frozenset[str] | None = None  # operationIds that error/drop/race faults apply to; None: all
+    # Most random faults (error, drop, drop after) in a row for one request key: the operation plus the
+    # CreateTask slug (one revision's retries), or plus the path for other operations. The next request
+    # of that key goes through unfaulted; a request that goes through resets its count. None: no limit.
+    # It bounds the tries a client needs, so a benchmark with high fault rates can expect success.
+    max_streak: int | None = None
     seed: int | None = None
 
     def applies_to(self, operation: str) -> bool:
@@ -513,7 +518,9 @@ class Emulator:
             "drops_injected": 0,
             "races_injected": 0,
             "rate_limited": 0,
+            "streaks_cut": 0,  # requests let through unfaulted by max_streak
         }
+        self._streaks: dict[str, int] = {}  # request key -> random faults in a row (see Faults.max_streak)
         self._lock = threading.RLock()
         self._processes: dict[str, dict[str, Any]] = {}
         self._tasks: dict[str, dict[str, Any]] = {}
@@ -813,8 +820,33 @@ class Emulator:
     def _roll(self, rate: float) -> bool:
         return rate > 0 and (rate >= 1 or self._random() < rate)
 
-    def _before(self, operation: str) -> None:
-        """Faults applied before processing: deterministic failures, drops, random errors."""
+    @staticmethod
+    def _fault_key(operation: str, path: str, raw: bytes) -> str:
+        """What ``Faults.max_streak`` counts on: a CreateTask slug (its retries), else the operation's path."""
+        if operation == "CreateTask":
+            with contextlib.suppress(ValueError):  # an invalid body is answered 400 later
+                body = json.loads(raw or b"null")
+                if isinstance(body, dict) and isinstance(body.get("slug"), str):
+                    return f"CreateTask {body['slug']}"
+        return f"{operation} {path}"
+
+    def _streak_spent(self, key: str) -> bool:
+        """Whether ``key`` had its ``max_streak`` faults in a row: spare it (caller holds the lock)."""
+        limit = self.faults.max_streak
+        return limit is not None and self._streaks.get(key, 0) >= limit
+
+    def _faulted(self, key: str) -> None:
+        self._streaks[key] = self._streaks.get(key, 0) + 1
+
+    def _passed(self, key: str) -> None:
+        """A request of ``key`` went through unfaulted: its streak starts over."""
+        with self._lock:
+            self._streaks.pop(key, None)
+
+    def _before(self, operation: str, key: str) -> None:
+        """Faults applied before processing: deterministic failures, drops, random errors.
+
+        ``fail_next`` failures are asked for one by one: ``max_streak`` neither spares nor counts them."""
         faults = self.faults
         with self._lock:
             queue = self._fail_next.get(operation)
@@ -832,11 +864,16 @@ class Emulator:
                 raise ApiError(status, body, headers)
             if not faults.applies_to(operation):
                 return
+            if self._streak_spent(key):
+                self.stats["streaks_cut"] += 1
+                return
             if self._roll(faults.drop_rate):
                 self.stats["drops_injected"] += 1
+                self._faulted(key)
                 raise _Drop()
             if self._roll(faults.error_rate):
                 self.stats["errors_injected"] += 1
+                self._faulted(key)
                 statuses = tuple(faults.error_statuses) or (500,)
                 status = statuses[int(self._random() * len(statuses)) % len(statuses)]
                 raise ApiError(status, _error_body("server_error", "Injected fault"))
@@ -850,7 +887,25 @@ class Emulator:
         operation, params = self._route(method, url.path)
         if self.faults.latency > 0:
             time.sleep(self.faults.latency)
-        self._before(operation)
+        key = self._fault_key(operation, url.path, raw)
+        self._before(operation, key)
+        try:
+            return self._process(operation, method, url, params, headers, raw, key)
+        except ApiError:
+            self._passed(key)  # answered, if not with success: not a fault
+            raise
+
+    def _process(
+        self,
+        operation: str,
+        method: str,
+        url: Any,
+        params: dict[str, str],
+        headers: Any,
+        raw: bytes,
+        key: str,
+    ) -> tuple[int, Any, dict[str, str] | None]:
+        """Authenticate, run the operation, then the faults after processing."""
         scheme, task_id = self._authenticate(headers.get("Authorization"))
         self._check_permission(operation, scheme)
         call = _Call(
@@ -867,7 +922,7 @@ class Emulator:
             base_url=f"http://{headers.get('Host') or f'{self.host}:{self.port}'}/",
         )
         status, response = getattr(self, f"_op_{operation}")(call)
-        self._after(call, status)
+        self._after(call, status, key)
         return status, response, None
 
     @staticmethod
@@ -884,17 +939,20 @@ class Emulator:
             raise ApiError(405, {"detail": f'Method "{method}" not allowed.'}, {"Allow": ", ".join(allowed)})
         raise ApiError(404, NOT_FOUND)
 
-    def _after(self, call: _Call, status: int) -> None:
+    def _after(self, call: _Call, status: int, key: str) -> None:
         """A committed write may still lose its answer (drop after); otherwise record the request."""
         faults = self.faults
         with self._lock:
             if (
                 call.method in WRITE_METHODS
                 and faults.applies_to(call.operation)
+                and not self._streak_spent(key)
                 and self._roll(faults.drop_after_rate)
             ):
                 self.stats["drops_injected"] += 1
+                self._faulted(key)
                 raise _Drop()
+            self._passed(key)
             self.requests.append(
                 {
                     "operation": call.operation,
