@@ -10,7 +10,6 @@ tool run as a child process as Ponos would run it.
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -25,47 +24,9 @@ from git_import.local.emulator import Emulator, Faults, Modes
 from git_import.local.gitserver import GitFaults, GitHTTPServer
 from git_import.local.sample import RepoBuilder, worker_yaml
 
-from conftest import REPO_TOKEN, Ponos, Result, clean_env, make_ponos
+from conftest import REPO_TOKEN, Ponos, Result, clean_env, fast_history, make_ponos
 
 # --- helpers ---------------------------------------------------------------------------------------
-
-
-def fast_history(bare: Path, count: int) -> list[str]:
-    """A bare repository whose `main` holds a root commit then `count` commits, built in one
-    `git fast-import`; returns every hash, oldest (the root) first."""
-    subprocess.run(["git", "init", "--quiet", "--bare", str(bare)], check=True)
-    stream = []
-    for i in range(count + 1):
-        content = worker_yaml("hello", "Hello", f"Version {i}").encode()
-        stamp = 1767225600 + i
-        message = f"Change {i}\n".encode()
-        stream += [
-            b"commit refs/heads/main\n",
-            b"author Ada Worker <ada@example.com> %d +0000\n" % stamp,
-            b"committer Ada Worker <ada@example.com> %d +0000\n" % stamp,
-            b"data %d\n" % len(message),
-            message,
-            b"M 100644 inline arkindex/hello.yml\n",
-            b"data %d\n" % len(content),
-            content,
-            b"\n",
-        ]
-    subprocess.run(
-        ["git", f"--git-dir={bare}", "fast-import", "--quiet"],
-        input=b"".join(stream),
-        check=True,
-        env={**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull},
-    )
-    subprocess.run(["git", f"--git-dir={bare}", "symbolic-ref", "HEAD", "refs/heads/main"], check=True)
-    out = subprocess.run(
-        ["git", f"--git-dir={bare}", "rev-list", "--reverse", "main"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    hashes = out.split()
-    assert len(hashes) == count + 1
-    return hashes
 
 
 def slugs(ponos: Ponos) -> list[str]:
