@@ -812,7 +812,10 @@ def main(argv: list[str] | None = None) -> int:
     def interrupt(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
+    # Explicitly: a shell's background job or `nohup` starts it with SIGINT ignored, and Ctrl-C or a
+    # test's interrupt would then never reach it.
     signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
     server = GitHTTPServer(
         args.root, username=args.username, token=args.token, host=args.host, port=args.port
     )

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import signal
 import sys
 import threading
+from types import FrameType
 
 from git_import.local.emulator.server import MODE_CHOICES, Emulator, Faults, Modes
 
@@ -120,8 +122,16 @@ Other admin endpoints:
 Press Ctrl-C to stop."""
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Explicitly: a shell's background job or `nohup` starts it with SIGINT ignored, and Ctrl-C or a
+    # test's interrupt would then never reach it; SIGTERM (docker stop) stops it the same way.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     emulator = Emulator(
         host=args.host,
         port=args.port,
