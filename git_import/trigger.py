@@ -92,14 +92,13 @@ def run_trigger(
     if settings.repository_after == NULL_SHA:
         logger.info("the push deleted %s: nothing to import", inputs.ref or "the ref")
         return EXIT_OK
-    if not dry_run:
-        artifacts.check_writable(settings)  # before any API write: a plan must be written at the end
     prepared = prepare(settings, inputs, dry_run, timings, early)
     plan = make_plan(settings, inputs, prepared)
     if dry_run:
         print_plan(plan, fmt, out or sys.stdout)
         return EXIT_OK
     assert prepared.api is not None
+    artifacts.check_writable(settings)  # before the first API write: the plan must be written at the end
     try:
         with timings.phase("fan-out"):
             fan_out(settings, inputs, prepared, plan)
