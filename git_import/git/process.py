@@ -48,9 +48,11 @@ esac
 _SECRET_ENV = SECRET_SETTINGS
 
 # Failures worth another try: the network or the server, never authentication or a missing object.
+# A stall (GIT_STALL_TIMEOUT, as http.lowSpeedTime) is one: curl says "Operation too slow", which git
+# wraps in "RPC failed; curl 28" for a POST but prints bare for the ref discovery GET.
 _TRANSIENT = re.compile(
     r"(?i)(couldn't connect|could not connect|connection (refused|reset|timed out)|failed to connect"
-    r"|operation timed out|timed out|early eof|unexpected disconnect|the remote end hung up"
+    r"|operation timed out|timed out|operation too slow|early eof|unexpected disconnect|the remote end hung up"
     r"|transfer closed|rpc failed|http/2 stream|curl \d+|gnutls|ssl_read|recv failure|empty reply"
     r"|returned error: 5\d\d|error: 5\d\d|http code 5\d\d|internal server error|bad gateway"
     r"|service unavailable|gateway timeout|invalid index-pack output|fetch-pack: invalid"
