@@ -264,6 +264,32 @@ def test_local_repository_is_allowed_with_repository_allow_local(
     assert [t["slug"] for t in ponos.children()] == [f"import-{served.main[-1]}"]
 
 
+@pytest.mark.parametrize("form", ["path", "file://"])
+def test_a_mistyped_local_repository_is_not_found_whatever_its_form(
+    ponos: Ponos, served: Served, git_root: Path, tmp_path: Path, form: str
+) -> None:
+    """`git clone` says "repository '<path>' does not exist" for a path, "does not appear to be a git
+    repository" for a file:// URL: one answer, exit 2, not retried, for the trigger and a revision."""
+    missing = git_root / "nope.git"
+    url = str(missing) if form == "path" else f"file://{missing}"
+    env = {**ponos.env, "REPOSITORY_URL": url, "REPOSITORY_ALLOW_LOCAL": "1"}
+    hint = "(check REPOSITORY_URL, and REPOSITORY_TOKEN for a private repository)"
+
+    trigger = run_tool(["trigger"], env)
+    assert_nothing_created(ponos)
+    revision = run_tool(["revision", served.main[-1]], {**env, "PONOS_DATA": str(tmp_path / "revision")})
+
+    for result, what, end in [
+        (trigger, "cloning the default branch", f"{hint}; nothing was created"),
+        (revision, f"fetching revision {served.main[-1]}", hint),
+    ]:
+        assert result.code == 2, result.output
+        assert "retrying" not in result.output
+        (line,) = error_lines(result)
+        assert line.startswith(f"{what}: repository not found (fatal: ") and line.endswith(end), line
+        assert str(missing) in line
+
+
 def test_every_bad_input_is_documented_with_its_message() -> None:
     doc = DOC.read_text()
     for case in CASES:

@@ -62,8 +62,11 @@ _AUTH = re.compile(
     r"(?i)(authentication failed|could not read (username|password)|terminal prompts disabled"
     r"|returned error: 40[13]|http code 40[13]|permission denied \(publickey|access denied|invalid credentials)"
 )
+# A local path that names no folder gets "repository '<path>' does not exist" from `git clone`, where a
+# file:// URL gets "does not appear to be a git repository": one answer for both.
 _NOT_FOUND = re.compile(
-    r"(?i)(repository .* not found|returned error: 404|does not appear to be a git repository)"
+    r"(?i)(repository .* not found|repository '.*' does not exist|returned error: 404"
+    r"|does not appear to be a git repository)"
 )
 # Progress lines of a transfer: shown while it runs, but they say nothing about why it failed.
 _PROGRESS = ("remote: Counting", "remote: Compressing", "Receiving", "Resolving")
@@ -109,17 +112,23 @@ def classify(
     detail = " / ".join(lines[-3:]) if lines else "no message from git"
     if _AUTH.search(text):
         return ConfigGitError(
-            f"{what}: the Git server refused access ({detail})",
+            f"{what}: the Git server refused access ({_saying(_AUTH, lines)})",
             hint="check REPOSITORY_TOKEN (a token with read access to the repository) and REPOSITORY_USERNAME",
             **found,
         )
     if _NOT_FOUND.search(text):
         return ConfigGitError(
-            f"{what}: repository not found ({detail})",
+            f"{what}: repository not found ({_saying(_NOT_FOUND, lines)})",
             hint="check REPOSITORY_URL, and REPOSITORY_TOKEN for a private repository",
             **found,
         )
     return GitError(f"{what} failed: {detail}", transient=bool(_TRANSIENT.search(text)), **found)
+
+
+def _saying(pattern: re.Pattern[str], lines: Sequence[str]) -> str:
+    """The lines that say why, for a failure `pattern` recognised: git's last lines may be the generic
+    "Could not read from remote repository. / Please make sure you have the correct access rights"."""
+    return " / ".join(line for line in lines if pattern.search(line)) or " / ".join(lines[-3:])
 
 
 def zsplit(output: bytes | IO[bytes]) -> Iterator[bytes]:
