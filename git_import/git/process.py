@@ -3,6 +3,10 @@
 Safety rules held here for every git process:
 - credentials reach git through an askpass program kept outside the repository, which reads the token
   from the git process' environment; never through argv, the remote URL or `.git/config`;
+- an SSH key and known_hosts are files of that same private folder, named to ssh through variables it
+  expands itself, so that neither their content nor their path is in any process' argv; host keys are
+  checked against the given known_hosts alone, or accepted on first sight into that private file
+  (never the user's ~/.ssh);
 - hooks, terminal prompts, system/global configuration, credential helpers, LFS smudging and
   submodule recursion are off; only network transports (plus `file` when allowed) may be used;
 - every message that can carry a URL or a command line is scrubbed before it is raised or logged;
@@ -18,6 +22,7 @@ import logging
 import os
 import re
 import select
+import shlex
 import shutil
 import signal
 import stat
@@ -56,7 +61,8 @@ _TRANSIENT = re.compile(
     r"|transfer closed|rpc failed|http/2 stream|curl \d+|gnutls|ssl_read|recv failure|empty reply"
     r"|returned error: 5\d\d|error: 5\d\d|http code 5\d\d|internal server error|bad gateway"
     r"|service unavailable|gateway timeout|invalid index-pack output|fetch-pack: invalid"
-    r"|protocol error: bad pack header|index-pack failed|could not resolve host|temporary failure)"
+    r"|protocol error: bad pack header|index-pack failed|could not resolve host|temporary failure"
+    r"|not responding|kex_exchange_identification|connection closed by)"  # ssh: keepalive, a server busy
 )
 _AUTH = re.compile(
     r"(?i)(authentication failed|could not read (username|password)|terminal prompts disabled"
@@ -165,12 +171,16 @@ class GitEnv:
         allow_local: bool = False,
         stall_timeout: int = 60,
         timeout: float = 1800,
+        ssh_key: str | None = None,
+        ssh_known_hosts: str | None = None,
     ) -> None:
         self.username = username
         self.token = token
         self.allow_local = allow_local
         self.stall_timeout = stall_timeout
         self.timeout = timeout
+        self.ssh_key = ssh_key  # a private key's content, each line ended by a newline
+        self.ssh_known_hosts = ssh_known_hosts
         self._dir: Path | None = None
         self.env: dict[str, str] = {}
         self._running: set[GitProcess] = set()
@@ -182,16 +192,57 @@ class GitEnv:
         return self._params() == other._params()
 
     def _params(self) -> tuple[object, ...]:
-        return (self.username, self.token, self.allow_local, self.stall_timeout, self.timeout)
+        return (
+            self.username,
+            self.token,
+            self.allow_local,
+            self.stall_timeout,
+            self.timeout,
+            self.ssh_key,
+            self.ssh_known_hosts,
+        )
 
     def __enter__(self) -> GitEnv:
-        self._dir = Path(tempfile.mkdtemp(prefix="git-import-auth-"))
-        askpass = self._dir / "askpass.sh"
-        askpass.write_text(_ASKPASS)
-        askpass.chmod(stat.S_IRWXU)
-        self.env = self._environment(askpass)
+        self._dir = Path(tempfile.mkdtemp(prefix="git-import-auth-"))  # mode 0700
+        try:
+            askpass = self._dir / "askpass.sh"
+            askpass.write_text(_ASKPASS)
+            askpass.chmod(stat.S_IRWXU)
+            self.env = self._environment(askpass)
+            self.env.update(self._ssh_files(self._dir))
+        except BaseException:
+            self.__exit__()  # a key half written is removed too
+            raise
         self._stopped = False
         return self
+
+    def _ssh_files(self, folder: Path) -> dict[str, str]:
+        """Write the key and known_hosts in the private folder; the variables through which ssh finds them."""
+        # Written even when empty: with accept-new, ssh adds the host's key there, not in ~/.ssh.
+        files = {
+            "GIT_IMPORT_SSH_KNOWN_HOSTS": _private_file(folder / "known_hosts", self.ssh_known_hosts or "")
+        }
+        if self.ssh_key:
+            files["GIT_IMPORT_SSH_KEY"] = _private_file(folder / "ssh_key", self.ssh_key)
+        return {name: str(path) for name, path in files.items()}
+
+    def _ssh_command(self) -> str:
+        """GIT_SSH_COMMAND. Git runs it through a shell: the `${…}` are quoted for ssh to expand from
+        its environment, so that the files' paths are in no argv (ssh >= 8.4 expands them)."""
+        options = [
+            "BatchMode=yes",  # no prompt: a refused key or host key fails at once
+            f"StrictHostKeyChecking={'yes' if self.ssh_known_hosts else 'accept-new'}",
+            "UserKnownHostsFile=${GIT_IMPORT_SSH_KNOWN_HOSTS}",
+            "GlobalKnownHostsFile=/dev/null",  # the given known_hosts alone: the same on every machine
+            # The stall limit, where ssh can tell: a connection that does not open, or a server that
+            # answers no keepalive (http.lowSpeedTime's counterpart; git's ssh transport has none).
+            f"ConnectTimeout={self.stall_timeout}",
+            f"ServerAliveInterval={max(1, self.stall_timeout // 3)}",
+            "ServerAliveCountMax=2",
+        ]
+        if self.ssh_key:
+            options += ["IdentityFile=${GIT_IMPORT_SSH_KEY}", "IdentitiesOnly=yes", "IdentityAgent=none"]
+        return " ".join(["ssh", *(f"-o {shlex.quote(option)}" for option in options)])
 
     def _environment(self, askpass: Path) -> dict[str, str]:
         # Git gets the token once, in GIT_IMPORT_PASSWORD for the askpass program: not the tool's own
@@ -209,7 +260,7 @@ class GitEnv:
                 "GIT_CONFIG_NOSYSTEM": "1",
                 "GIT_CONFIG_GLOBAL": os.devnull,
                 "GIT_LFS_SKIP_SMUDGE": "1",
-                "GIT_SSH_COMMAND": "ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new",
+                "GIT_SSH_COMMAND": self._ssh_command(),
                 "GIT_IMPORT_USERNAME": self.username,
                 "GIT_IMPORT_PASSWORD": self.token or "",
                 "LC_ALL": "C",
@@ -272,6 +323,14 @@ class GitEnv:
     def _ended(self, process: GitProcess) -> None:
         with self._lock:
             self._running.discard(process)
+
+
+def _private_file(path: Path, content: str) -> Path:
+    """A new file that only this user may read, written before anyone else could open it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, stat.S_IRUSR | stat.S_IWUSR)
+    with open(fd, "w", encoding="utf-8") as file:
+        file.write(content)
+    return path
 
 
 class GitProcess:
