@@ -14,6 +14,7 @@ import pwd
 import shutil
 import stat
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from pathlib import Path
 import pytest
 from sshd import SSHServer, sshd_available
 
+from git_import.git.process import ConfigGitError, classify
 from git_import.git.repo import GitEnv, git_env_for
 from git_import.local.emulator import Emulator
 from git_import.local.sample import RepoBuilder, worker_yaml
@@ -28,11 +30,33 @@ from git_import.rules import env
 from git_import.rules.urls import ssh_host
 from git_import.settings import SETTING_PREFIXES, load_settings
 
-from conftest import Result, make_ponos
+from conftest import Ponos, Result, make_ponos
 
 pytestmark = pytest.mark.skipif(not sshd_available(), reason="sshd or ssh is missing (.ci/run installs them)")
 
 DOC = Path(__file__).resolve().parent.parent / "README.md"
+
+# The exact error lines, `{host}` as known_hosts names the server; the README shows `<host>` there.
+HOST_CHANGED = (
+    "cloning the default branch: the SSH host key of {host} does not match REPOSITORY_SSH_KNOWN_HOSTS "
+    "(check REPOSITORY_SSH_KNOWN_HOSTS: if the host's key was changed on purpose, give its new key there; "
+    "otherwise the connection may be intercepted); nothing was created"
+)
+HOST_UNKNOWN = (
+    "cloning the default branch: REPOSITORY_SSH_KNOWN_HOSTS holds no key for {host} (add the host's "
+    "known_hosts line to REPOSITORY_SSH_KNOWN_HOSTS, checked against the fingerprint the host publishes); "
+    "nothing was created"
+)
+KEY_REFUSED = (
+    "cloning the default branch: the Git server refused SSH access ({user}@{address}: Permission denied "
+    "(publickey).) (set REPOSITORY_SSH_KEY to a private key whose public key the Git server accepts, such "
+    "as a deploy key with read access to the repository); nothing was created"
+)
+KEY_UNREADABLE = "cloning the default branch: ssh could not read the private key of REPOSITORY_SSH_KEY ("
+KEY_UNREADABLE_END = (
+    ") (set REPOSITORY_SSH_KEY to the whole content of a private key file without a passphrase); "
+    "nothing was created"
+)
 
 # Records the argv of every git and ssh process, and the names of the variables of their environment
 # that hold a line of the key.
@@ -107,6 +131,10 @@ def accepted(server: SSHServer) -> int:
     return server.log().count("Accepted publickey")
 
 
+def documented(line: str, served: Served) -> str:
+    return line.replace(served.host, "<host>").replace(f"{served.server.user}@127.0.0.1", "<user>@<host>")
+
+
 # --- a whole import over SSH -----------------------------------------------------------------------
 
 
@@ -175,6 +203,122 @@ def test_without_known_hosts_the_host_key_is_accepted_with_one_warning(
     # The key accepted went to the run's private file, gone with it: never the user's ~/.ssh.
     assert user_ssh() == before_ssh and list(home.iterdir()) == [] and list(tmpdir.iterdir()) == []
     assert len(ponos.children()) == 1
+
+
+# --- refusals: one line, exit 2, no retry, no wait --------------------------------------------------
+
+
+def other_public_key(tmp_path: Path) -> str:
+    key = tmp_path / "other_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    return Path(f"{key}.pub").read_text().split()[1]
+
+
+@pytest.mark.parametrize("case", ["changed", "unknown"])
+def test_a_host_key_that_does_not_match_is_one_line_naming_the_host(
+    ponos: Ponos, served: Served, home: Path, tmp_path: Path, case: str
+) -> None:
+    if case == "changed":  # another key for this very host: a man in the middle, or a new server key
+        known = f"{served.host} ssh-ed25519 {other_public_key(tmp_path)}\n"
+    else:  # keys of other hosts only
+        known = served.server.known_hosts.replace(served.host, "[127.0.0.1]:1")
+    env = ssh_env(
+        served,
+        home,
+        tmp_path / "tmp",
+        REPOSITORY_SSH_KEY=served.server.client_key,
+        REPOSITORY_SSH_KNOWN_HOSTS=known,
+    )
+    message = (HOST_CHANGED if case == "changed" else HOST_UNKNOWN).format(host=served.host)
+
+    started = time.monotonic()
+    result = ponos.run_trigger(env)
+
+    assert time.monotonic() - started < 30
+    assert result.code == 2, result.output
+    assert error_lines(result) == [message], result.output
+    assert "retrying" not in result.output
+    assert accepted(served.server) == 0
+    assert ponos.children() == [] and list((tmp_path / "tmp").iterdir()) == []
+    assert documented(message, served) in DOC.read_text()
+
+
+@pytest.mark.parametrize("case", ["missing", "another key"])
+def test_a_refused_key_is_one_line_naming_repository_ssh_key(
+    ponos: Ponos, served: Served, home: Path, tmp_path: Path, case: str
+) -> None:
+    env = ssh_env(served, home, tmp_path / "tmp", REPOSITORY_SSH_KNOWN_HOSTS=served.server.known_hosts)
+    if case == "another key":
+        other = tmp_path / "refused_ed25519"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+        env["REPOSITORY_SSH_KEY"] = other.read_text()
+    message = KEY_REFUSED.format(user=served.server.user, address="127.0.0.1")
+
+    started = time.monotonic()
+    result = ponos.run_trigger(env)
+
+    assert time.monotonic() - started < 30
+    assert result.code == 2, result.output
+    assert error_lines(result) == [message], result.output
+    assert "retrying" not in result.output
+    assert ponos.children() == [] and list((tmp_path / "tmp").iterdir()) == []
+    assert documented(message, served) in DOC.read_text()
+
+
+def test_a_key_ssh_cannot_read_is_one_line_naming_repository_ssh_key(
+    ponos: Ponos, served: Served, home: Path, tmp_path: Path
+) -> None:
+    lines = served.server.client_key.splitlines()
+    lines[2] = lines[2][:10]  # a line of the key lost in a copy
+    env = ssh_env(
+        served,
+        home,
+        tmp_path / "tmp",
+        REPOSITORY_SSH_KEY="\n".join(lines),
+        REPOSITORY_SSH_KNOWN_HOSTS=served.server.known_hosts,
+    )
+
+    result = ponos.run_trigger(env)
+
+    assert result.code == 2, result.output
+    (line,) = error_lines(result)
+    assert line.startswith(KEY_UNREADABLE) and line.endswith(KEY_UNREADABLE_END), line
+    assert "git-import-auth-" not in line  # ssh names the key's file: the line does not
+    assert "retrying" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("lines", "said"),
+    [
+        (
+            ["Host key for gitlab.example.com has changed and you have requested strict checking."],
+            "of gitlab",
+        ),
+        (
+            ["No ED25519 host key is known for [h]:2222 and you have requested strict checking."],
+            "for [h]:2222",
+        ),
+        ([], "no key for the SSH host"),  # ssh named no host: the line still names the setting
+    ],
+)
+def test_a_host_key_refusal_is_a_setting_to_fix(lines: list[str], said: str) -> None:
+    tail = [*lines, "Host key verification failed.", "fatal: Could not read from remote repository."]
+    error = classify("cloning main", tail)
+    assert isinstance(error, ConfigGitError) and not error.transient
+    assert said in str(error) and "REPOSITORY_SSH_KNOWN_HOSTS" in str(error)
+
+
+def test_a_key_ssh_cannot_load_is_named_by_its_setting_not_its_path() -> None:
+    tail = [
+        'Load key "/tmp/git-import-auth-x/ssh_key": invalid format',
+        "git@h: Permission denied (publickey).",
+    ]
+    error = classify("cloning main", tail)
+    assert isinstance(error, ConfigGitError)
+    assert str(error).startswith(
+        "cloning main: ssh could not read the private key of REPOSITORY_SSH_KEY (invalid"
+    )
+    assert "git-import-auth" not in str(error)
 
 
 # --- the rules: what a key and known_hosts may look like ---------------------------------------------

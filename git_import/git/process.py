@@ -66,8 +66,14 @@ _TRANSIENT = re.compile(
 )
 _AUTH = re.compile(
     r"(?i)(authentication failed|could not read (username|password)|terminal prompts disabled"
-    r"|returned error: 40[13]|http code 40[13]|permission denied \(publickey|access denied|invalid credentials)"
+    r"|returned error: 40[13]|http code 40[13]|access denied|invalid credentials)"
 )
+# What ssh says when a setting of its own is wrong; it names no setting, the error does.
+_SSH_REFUSED = re.compile(r"(?i)permission denied \([^)]*publickey")
+_SSH_KEY_UNREADABLE = re.compile(r'(?i)^load key "[^"]*": (?P<reason>.+)$')  # the line names the key's path
+_SSH_HOST_KEY = re.compile(r"(?i)host key verification failed")
+_SSH_HOST_CHANGED = re.compile(r"(?i)host key for (?P<host>\S+) has changed")
+_SSH_HOST_UNKNOWN = re.compile(r"(?i)host key is known for (?P<host>\S+) ")
 # A local path that names no folder gets "repository '<path>' does not exist" from `git clone`, where a
 # file:// URL gets "does not appear to be a git repository": one answer for both.
 _NOT_FOUND = re.compile(
@@ -116,6 +122,9 @@ def classify(
     found = {"command": command, "status": status, "tail": lines}
     text = "\n".join(lines)
     detail = " / ".join(lines[-3:]) if lines else "no message from git"
+    if (ssh := _ssh_error(what, lines)) is not None:
+        message, hint = ssh
+        return ConfigGitError(message, hint=hint, **found)
     if _AUTH.search(text):
         return ConfigGitError(
             f"{what}: the Git server refused access ({_saying(_AUTH, lines)})",
@@ -129,6 +138,45 @@ def classify(
             **found,
         )
     return GitError(f"{what} failed: {detail}", transient=bool(_TRANSIENT.search(text)), **found)
+
+
+def _ssh_error(what: str, lines: Sequence[str]) -> tuple[str, str] | None:
+    """(message, hint) when ssh refused to go on because of REPOSITORY_SSH_KEY or
+    REPOSITORY_SSH_KNOWN_HOSTS; None otherwise. Checked before the rest: ssh's refusals end in git's
+    generic "Could not read from remote repository"."""
+    if any(_SSH_HOST_KEY.search(line) for line in lines):
+        if host := _first(_SSH_HOST_CHANGED, lines, "host"):
+            return (
+                f"{what}: the SSH host key of {host} does not match REPOSITORY_SSH_KNOWN_HOSTS",
+                "check REPOSITORY_SSH_KNOWN_HOSTS: if the host's key was changed on purpose, give its new "
+                "key there; otherwise the connection may be intercepted",
+            )
+        host = _first(_SSH_HOST_UNKNOWN, lines, "host") or "the SSH host"
+        return (
+            f"{what}: REPOSITORY_SSH_KNOWN_HOSTS holds no key for {host}",
+            "add the host's known_hosts line to REPOSITORY_SSH_KNOWN_HOSTS, checked against the "
+            "fingerprint the host publishes",
+        )
+    if reason := _first(_SSH_KEY_UNREADABLE, lines, "reason"):
+        return (
+            f"{what}: ssh could not read the private key of REPOSITORY_SSH_KEY ({reason})",
+            "set REPOSITORY_SSH_KEY to the whole content of a private key file without a passphrase",
+        )
+    if refusal := _first(_SSH_REFUSED, lines, 0):
+        return (
+            f"{what}: the Git server refused SSH access ({refusal})",
+            "set REPOSITORY_SSH_KEY to a private key whose public key the Git server accepts, such as a "
+            "deploy key with read access to the repository",
+        )
+    return None
+
+
+def _first(pattern: re.Pattern[str], lines: Sequence[str], group: int | str) -> str | None:
+    """A group of the first line `pattern` matches (0: the whole line)."""
+    for line in lines:
+        if match := pattern.search(line):
+            return line if group == 0 else match[group]
+    return None
 
 
 def _saying(pattern: re.Pattern[str], lines: Sequence[str]) -> str:
