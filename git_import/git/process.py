@@ -208,8 +208,8 @@ def git_argv(*args: str, git_dir: Path | None = None) -> list[str]:
 class GitEnv:
     """The environment and configuration every git process of one run gets, and those processes.
 
-    Use as a context manager: the askpass program lives in a private temporary folder removed on exit,
-    after every git process still running in it was stopped."""
+    Use as a context manager: the askpass program, the SSH key and known_hosts live in a private
+    temporary folder removed on exit, after every git process still running in it was stopped."""
 
     def __init__(
         self,
