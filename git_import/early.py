@@ -4,7 +4,7 @@ Importing pydantic-settings and validating the settings take about 0.15 s of eve
 during which the clone, which only waits on git and the network, could already run. So the trigger
 command starts the clone from the raw environment before it imports the settings layer, and the
 trigger uses that clone only if the validated settings ask for exactly the same one (URL, branch,
-depth, credentials, transports, time limits); otherwise the clone is stopped and removed, and the
+depth, credentials and SSH key and known hosts, transports, time limits); otherwise the clone is stopped and removed, and the
 trigger clones as it would have. Nothing here decides anything: each variable is read through the
 rules the settings use (`rules.env`, `rules.urls`), and an environment this module cannot read as
 plainly as the settings would (a push event file, local paths, a full tag ref, a value those rules
@@ -93,6 +93,11 @@ class EarlyClone:
                 token=get("REPOSITORY_TOKEN"),
                 stall_timeout=env.GIT_STALL_TIMEOUT.parse(get("GIT_STALL_TIMEOUT")),
                 timeout=env.GIT_TIMEOUT.parse(get("GIT_TIMEOUT")),
+                # Normalised as the settings normalise them, so that the two environments compare equal.
+                ssh_key=env.parse_ssh_key(key) if (key := get("REPOSITORY_SSH_KEY")) else None,
+                ssh_known_hosts=env.parse_known_hosts(known)
+                if (known := get("REPOSITORY_SSH_KNOWN_HOSTS"))
+                else None,
             )
         except (ValueError, ConfigError):  # the settings will say what is wrong
             return None

@@ -44,6 +44,10 @@ _FIXES: dict[str, str] = {
     "REPOSITORY_AFTER": "give the full 40-character hash of the pushed commit, or leave it empty",
     "REPOSITORY_REVISION": "give the full 40-character hash of the commit to import",
     "REPOSITORY_ALLOW_LOCAL": "set REPOSITORY_ALLOW_LOCAL to 1 or 0",
+    "REPOSITORY_SSH_KEY": "set REPOSITORY_SSH_KEY to the whole content of a private key file without a "
+    "passphrase, such as a deploy key's, not the .pub file",
+    "REPOSITORY_SSH_KNOWN_HOSTS": "set REPOSITORY_SSH_KNOWN_HOSTS to the host's known_hosts lines, as "
+    "ssh-keyscan prints them",
     "WORKER_UPDATE": "set WORKER_UPDATE to 1 or 0",
     "MAX_REVISIONS": "set MAX_REVISIONS to a whole number of at least 1",
     "FAN_OUT_CONCURRENCY": "set FAN_OUT_CONCURRENCY to a whole number from 1 to 32",
@@ -107,6 +111,9 @@ def _check_paths(text: str) -> str:
 
 
 Pathspecs = Annotated[str, AfterValidator(_setting_rule(_check_paths))]
+# Optional at the top level, so that the model's annotation says SecretStr (the secret settings' test).
+SSHKey = Annotated[SecretStr | None, BeforeValidator(_text_rule(env.parse_ssh_key))]
+KnownHosts = Annotated[str, BeforeValidator(_text_rule(env.parse_known_hosts))]
 
 
 class _EventSource(PydanticBaseSettingsSource):
@@ -218,6 +225,19 @@ class Settings(BaseSettings):
         validation_alias="REPOSITORY_USERNAME",
         description="HTTP user name sent with the token.",
     )
+    repository_ssh_key: SSHKey = Field(
+        None,
+        validation_alias="REPOSITORY_SSH_KEY",
+        description="Private key (the whole file's content, without a passphrase) for an `ssh://` or "
+        "`user@host:path` URL. Written with mode 0600 to a private temporary folder for the run and removed "
+        "at its end; never in argv, logs or the clone. Unset: ssh's own keys and agent, if any.",
+    )
+    repository_ssh_known_hosts: KnownHosts | None = Field(
+        None,
+        validation_alias="REPOSITORY_SSH_KNOWN_HOSTS",
+        description="known_hosts lines of the SSH host: its key is checked strictly against them alone. "
+        "Unset: the key the host shows is accepted unchecked (`accept-new`), with a warning.",
+    )
     repository_ref: Ref | None = Field(
         None,
         validation_alias="REPOSITORY_REF",
@@ -284,7 +304,8 @@ class Settings(BaseSettings):
         env.GIT_STALL_TIMEOUT.default,
         ge=env.GIT_STALL_TIMEOUT.low,
         validation_alias="GIT_STALL_TIMEOUT",
-        description="Seconds a clone or fetch may transfer nothing before it is cut off and retried.",
+        description="Seconds a clone or fetch may transfer nothing before it is cut off and retried (over "
+        "SSH: a connection that does not open, or a server answering no keepalive, for about that long).",
     )
     git_timeout: WholeNumber = Field(
         env.GIT_TIMEOUT.default,
@@ -346,6 +367,10 @@ class Settings(BaseSettings):
     @property
     def token(self) -> str | None:
         return self.repository_token.get_secret_value() if self.repository_token else None
+
+    @property
+    def ssh_key(self) -> str | None:
+        return self.repository_ssh_key.get_secret_value() if self.repository_ssh_key else None
 
     @property
     def artifacts_dir(self) -> Path:

@@ -5,7 +5,9 @@ the README, which a test keeps in step.
 
 from __future__ import annotations
 
+import functools
 import subprocess
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,20 @@ URL_LOCAL = (
     "https:// or ssh:// URL, or set REPOSITORY_ALLOW_LOCAL=1 for local testing)"
 )
 MAX_REVISIONS = "MAX_REVISIONS: must be at least 1 (set MAX_REVISIONS to a whole number of at least 1)"
+SSH_KEY_FIX = (
+    "(set REPOSITORY_SSH_KEY to the whole content of a private key file without a passphrase, such as a "
+    "deploy key's, not the .pub file)"
+)
+
+
+@functools.cache
+def key_with_a_passphrase() -> str:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "id_ed25519"
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "s3cret-phrase", "-f", str(path)], check=True
+        )
+        return path.read_text()
 
 
 @dataclass
@@ -160,6 +176,30 @@ CASES = [
         URL_LOCAL,
     ),
     Case(
+        "SSH key that is a public key",
+        lambda s: {
+            "REPOSITORY_SSH_KEY": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHJ1bGVzIGFyZSBydWxlcw ada@laptop"
+        },
+        f"REPOSITORY_SSH_KEY: holds a public key, not a private key {SSH_KEY_FIX}",
+    ),
+    Case(
+        "SSH key behind a passphrase",
+        lambda s: {"REPOSITORY_SSH_KEY": key_with_a_passphrase()},
+        f"REPOSITORY_SSH_KEY: is protected by a passphrase, which the tool cannot type {SSH_KEY_FIX}",
+    ),
+    Case(
+        "SSH key that is a path",
+        lambda s: {"REPOSITORY_SSH_KEY": "/home/ada/.ssh/id_ed25519"},
+        "REPOSITORY_SSH_KEY: is not a whole private key file (from its -----BEGIN line to its -----END line) "
+        + SSH_KEY_FIX,
+    ),
+    Case(
+        "known hosts that are a fingerprint",
+        lambda s: {"REPOSITORY_SSH_KNOWN_HOSTS": "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s"},
+        "REPOSITORY_SSH_KNOWN_HOSTS: line 1 is not a known_hosts line of hosts, key type and key "
+        "(set REPOSITORY_SSH_KNOWN_HOSTS to the host's known_hosts lines, as ssh-keyscan prints them)",
+    ),
+    Case(
         "ref that does not exist",
         lambda s: {"REPOSITORY_URL": s.url, "REPOSITORY_REF": "no-such-branch"},
         "REPOSITORY_REF 'no-such-branch' does not exist in the repository "
@@ -262,6 +302,32 @@ def test_local_repository_is_allowed_with_repository_allow_local(
 
     assert result.code == 0, result.output
     assert [t["slug"] for t in ponos.children()] == [f"import-{served.main[-1]}"]
+
+
+@pytest.mark.parametrize("form", ["path", "file://"])
+def test_a_mistyped_local_repository_is_not_found_whatever_its_form(
+    ponos: Ponos, served: Served, git_root: Path, tmp_path: Path, form: str
+) -> None:
+    """`git clone` says "repository '<path>' does not exist" for a path, "does not appear to be a git
+    repository" for a file:// URL: one answer, exit 2, not retried, for the trigger and a revision."""
+    missing = git_root / "nope.git"
+    url = str(missing) if form == "path" else f"file://{missing}"
+    env = {**ponos.env, "REPOSITORY_URL": url, "REPOSITORY_ALLOW_LOCAL": "1"}
+    hint = "(check REPOSITORY_URL, and REPOSITORY_TOKEN for a private repository)"
+
+    trigger = run_tool(["trigger"], env)
+    assert_nothing_created(ponos)
+    revision = run_tool(["revision", served.main[-1]], {**env, "PONOS_DATA": str(tmp_path / "revision")})
+
+    for result, what, end in [
+        (trigger, "cloning the default branch", f"{hint}; nothing was created"),
+        (revision, f"fetching revision {served.main[-1]}", hint),
+    ]:
+        assert result.code == 2, result.output
+        assert "retrying" not in result.output
+        (line,) = error_lines(result)
+        assert line.startswith(f"{what}: repository not found (fatal: ") and line.endswith(end), line
+        assert str(missing) in line
 
 
 def test_every_bad_input_is_documented_with_its_message() -> None:

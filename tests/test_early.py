@@ -144,6 +144,8 @@ def test_closing_stops_a_running_clone_and_all_its_processes(
         {"REPOSITORY_BEFORE": "abc123"},
         {"REPOSITORY_ALLOW_LOCAL": "maybe"},
         {"GIT_STALL_TIMEOUT": "0"},
+        {"REPOSITORY_SSH_KEY": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHJ1bGVz ada@laptop"},
+        {"REPOSITORY_SSH_KNOWN_HOSTS": "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s"},
     ],
     ids=[
         "no-url",
@@ -161,6 +163,8 @@ def test_closing_stops_a_running_clone_and_all_its_processes(
         "short-hash",
         "bad-bool",
         "number-out-of-bounds",
+        "public-ssh-key",
+        "fingerprint-as-known-hosts",
     ],
 )
 def test_no_early_clone_without_a_plain_environment(
@@ -185,8 +189,14 @@ def test_a_dry_run_needs_no_process(pushed: dict[str, str], tmpdir_: Path) -> No
         {"REPOSITORY_USERNAME": "ada", "REPOSITORY_TOKEN": "tok-early-1234", "GIT_TIMEOUT": " 90 "},
         {"REPOSITORY_ALLOW_LOCAL": "off", "GIT_STALL_TIMEOUT": "+5", "REPOSITORY_REF": "refs/heads/main"},
         {"REPOSITORY_BEFORE": "A" * 40, "REPOSITORY_AFTER": "", "WORKER_UPDATE": "no"},
+        {
+            # As a one-line variable or a Windows paste may hold them: read as the settings read them.
+            "REPOSITORY_SSH_KEY": "-----BEGIN OPENSSH PRIVATE KEY-----\r\n  b3BlbnNzaC1rZXktdjEAAAAA\r\n"
+            "-----END OPENSSH PRIVATE KEY-----",
+            "REPOSITORY_SSH_KNOWN_HOSTS": "[git.example.com]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5\\n",
+        },
     ],
-    ids=["defaults", "credentials-and-limits", "spelled-differently", "upper-case-hash"],
+    ids=["defaults", "credentials-and-limits", "spelled-differently", "upper-case-hash", "ssh-key-and-hosts"],
 )
 def test_the_early_clone_reads_the_environment_as_the_settings_do(
     pushed: dict[str, str], tmpdir_: Path, monkeypatch: pytest.MonkeyPatch, extra: dict[str, str]

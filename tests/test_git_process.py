@@ -18,7 +18,16 @@ from pathlib import Path
 
 import pytest
 
-from git_import.git.process import ConfigGitError, GitEnv, GitError, GitProcess, git_argv, run, zsplit
+from git_import.git.process import (
+    ConfigGitError,
+    GitEnv,
+    GitError,
+    GitProcess,
+    classify,
+    git_argv,
+    run,
+    zsplit,
+)
 from git_import.git.repo import Repo
 from git_import.local.gitserver import GitHTTPServer
 from git_import.local.sample import RepoBuilder
@@ -95,6 +104,20 @@ def test_git_failing_is_reported_in_its_words(git_env: GitEnv, tmp_path: Path) -
         run(argv, git_env, what="rev-parse")
     assert caught.value.status == 128 and not caught.value.transient
     assert caught.value.command == tuple(argv)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "fatal: unable to access 'https://example.com/r.git/': Operation too slow. "
+        "Less than 1 bytes/sec transferred the last 60 seconds",
+        "error: RPC failed; curl 28 Operation too slow. Less than 1 bytes/sec transferred the last 60 seconds",
+    ],
+    ids=["ref discovery", "rpc"],
+)
+def test_a_stall_is_transient_whichever_request_it_cut(line: str) -> None:
+    error = classify("cloning main", [line])
+    assert error.transient and not isinstance(error, ConfigGitError)
 
 
 # --- the deadline, stop and interruption kill the whole group ---------------------------------------

@@ -162,6 +162,56 @@ def test_stalled_clone_is_cut_off_by_the_stall_timeout_and_retried(
     assert slugs(ponos) == expected(commits)
 
 
+# git words a stall in the ref discovery GET ("unable to access '…': Operation too slow") otherwise
+# than in an upload-pack POST ("RPC failed; curl 28 Operation too slow"): one transient failure.
+STALLS = {
+    "stall_discovery": lambda r: r["method"] == "GET" and r["path"].endswith("/info/refs"),
+    "stall_next": lambda r: r["method"] == "POST" and r["path"].endswith("/git-upload-pack"),
+}
+
+
+@pytest.mark.parametrize("fault", list(STALLS), ids=["ref discovery GET", "upload-pack POST"])
+def test_a_stall_is_retried_up_to_retry_attempts_wherever_it_happens(
+    ponos: Ponos, git_server: GitHTTPServer, pushed: tuple[str, str, list[str]], fault: str
+) -> None:
+    url, base, _ = pushed
+    git_server.faults = GitFaults(**{fault: 100}, stall_seconds=120)
+
+    result = ponos.run_trigger(
+        {"REPOSITORY_URL": url, "REPOSITORY_BEFORE": base, "GIT_STALL_TIMEOUT": "1", "RETRY_ATTEMPTS": "3"}
+    )
+
+    assert result.code == 1, result.output
+    # Each try stalls on its first request of that kind and ends there: one such request a try.
+    assert len([r for r in git_server.requests if STALLS[fault](r)]) == 3, git_server.requests
+    retries = [line for line in result.stderr.splitlines() if "retrying" in line]
+    assert len(retries) == 2 and all("operation too slow" in line.lower() for line in retries)
+    (line,) = error_lines(result.output)
+    assert "failed 3 times" in line and "Operation too slow" in line and "retry the task later" in line
+    assert ponos.children() == []
+
+
+def test_a_revision_whose_ref_discovery_stalls_is_retried(
+    ponos: Ponos, git_server: GitHTTPServer, pushed: tuple[str, str, list[str]]
+) -> None:
+    """Once taken for a host that cannot fetch by id (exit 2): a stall is a try to make again."""
+    url, _, commits = pushed
+    assert ponos.run_trigger({"REPOSITORY_URL": url, "REPOSITORY_BEFORE": commits[-2]}).code == 0
+    (task,) = ponos.children()
+    git_server.faults = GitFaults(stall_discovery=1, stall_seconds=120)
+    git_server.reset_counters()
+
+    result = ponos.run_child(task, {"GIT_STALL_TIMEOUT": "1"})
+
+    assert result.code == 0, result.output
+    assert git_server.faults.stall_discovery == 0
+    # The stalled try, the try again, then the fetch of the configuration files.
+    discoveries = [r for r in git_server.requests if STALLS["stall_discovery"](r)]
+    assert [r["bytes"] == 0 for r in discoveries] == [True, False, False], git_server.requests
+    retries = [line for line in result.stderr.splitlines() if "retrying" in line]
+    assert len(retries) == 1 and "try 1 of 5" in retries[0] and "operation too slow" in retries[0].lower()
+
+
 @pytest.mark.parametrize("fault", ["wrong token", "no such repository"])
 def test_git_access_and_not_found_errors_are_not_retried(
     ponos: Ponos, repo: RepoBuilder, private_git_server: GitHTTPServer, fault: str

@@ -207,6 +207,11 @@ def test_the_readme_marks_exactly_the_secret_settings() -> None:
 
 def test_every_secret_setting_is_masked_once_loaded(environ) -> None:
     values = {name: f"{name.lower()}-s3cret-value" for name in SECRET_SETTINGS}
+    # A key is read as a whole key file only.
+    key = values["REPOSITORY_SSH_KEY"]
+    values["REPOSITORY_SSH_KEY"] = (
+        f"-----BEGIN OPENSSH PRIVATE KEY-----\n{key}\n-----END OPENSSH PRIVATE KEY-----"
+    )
     environ({**PONOS, **values})
     load_settings("trigger")
     for value in values.values():

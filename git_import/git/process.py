@@ -3,6 +3,10 @@
 Safety rules held here for every git process:
 - credentials reach git through an askpass program kept outside the repository, which reads the token
   from the git process' environment; never through argv, the remote URL or `.git/config`;
+- an SSH key and known_hosts are files of that same private folder, named to ssh through variables it
+  expands itself, so that neither their content nor their path is in any process' argv; host keys are
+  checked against the given known_hosts alone, or accepted on first sight into that private file
+  (never the user's ~/.ssh);
 - hooks, terminal prompts, system/global configuration, credential helpers, LFS smudging and
   submodule recursion are off; only network transports (plus `file` when allowed) may be used;
 - every message that can carry a URL or a command line is scrubbed before it is raised or logged;
@@ -18,6 +22,7 @@ import logging
 import os
 import re
 import select
+import shlex
 import shutil
 import signal
 import stat
@@ -48,20 +53,32 @@ esac
 _SECRET_ENV = SECRET_SETTINGS
 
 # Failures worth another try: the network or the server, never authentication or a missing object.
+# A stall (GIT_STALL_TIMEOUT, as http.lowSpeedTime) is one: curl says "Operation too slow", which git
+# wraps in "RPC failed; curl 28" for a POST but prints bare for the ref discovery GET.
 _TRANSIENT = re.compile(
     r"(?i)(couldn't connect|could not connect|connection (refused|reset|timed out)|failed to connect"
-    r"|operation timed out|timed out|early eof|unexpected disconnect|the remote end hung up"
+    r"|operation timed out|timed out|operation too slow|early eof|unexpected disconnect|the remote end hung up"
     r"|transfer closed|rpc failed|http/2 stream|curl \d+|gnutls|ssl_read|recv failure|empty reply"
     r"|returned error: 5\d\d|error: 5\d\d|http code 5\d\d|internal server error|bad gateway"
     r"|service unavailable|gateway timeout|invalid index-pack output|fetch-pack: invalid"
-    r"|protocol error: bad pack header|index-pack failed|could not resolve host|temporary failure)"
+    r"|protocol error: bad pack header|index-pack failed|could not resolve host|temporary failure"
+    r"|not responding|kex_exchange_identification|connection closed by)"  # ssh: keepalive, a server busy
 )
 _AUTH = re.compile(
     r"(?i)(authentication failed|could not read (username|password)|terminal prompts disabled"
-    r"|returned error: 40[13]|http code 40[13]|permission denied \(publickey|access denied|invalid credentials)"
+    r"|returned error: 40[13]|http code 40[13]|access denied|invalid credentials)"
 )
+# What ssh says when a setting of its own is wrong; it names no setting, the error does.
+_SSH_REFUSED = re.compile(r"(?i)permission denied \([^)]*publickey")
+_SSH_KEY_UNREADABLE = re.compile(r'(?i)^load key "[^"]*": (?P<reason>.+)$')  # the line names the key's path
+_SSH_HOST_KEY = re.compile(r"(?i)host key verification failed")
+_SSH_HOST_CHANGED = re.compile(r"(?i)host key for (?P<host>\S+) has changed")
+_SSH_HOST_UNKNOWN = re.compile(r"(?i)host key is known for (?P<host>\S+) ")
+# A local path that names no folder gets "repository '<path>' does not exist" from `git clone`, where a
+# file:// URL gets "does not appear to be a git repository": one answer for both.
 _NOT_FOUND = re.compile(
-    r"(?i)(repository .* not found|returned error: 404|does not appear to be a git repository)"
+    r"(?i)(repository .* not found|repository '.*' does not exist|returned error: 404"
+    r"|does not appear to be a git repository)"
 )
 # Progress lines of a transfer: shown while it runs, but they say nothing about why it failed.
 _PROGRESS = ("remote: Counting", "remote: Compressing", "Receiving", "Resolving")
@@ -105,19 +122,67 @@ def classify(
     found = {"command": command, "status": status, "tail": lines}
     text = "\n".join(lines)
     detail = " / ".join(lines[-3:]) if lines else "no message from git"
+    if (ssh := _ssh_error(what, lines)) is not None:
+        message, hint = ssh
+        return ConfigGitError(message, hint=hint, **found)
     if _AUTH.search(text):
         return ConfigGitError(
-            f"{what}: the Git server refused access ({detail})",
+            f"{what}: the Git server refused access ({_saying(_AUTH, lines)})",
             hint="check REPOSITORY_TOKEN (a token with read access to the repository) and REPOSITORY_USERNAME",
             **found,
         )
     if _NOT_FOUND.search(text):
         return ConfigGitError(
-            f"{what}: repository not found ({detail})",
+            f"{what}: repository not found ({_saying(_NOT_FOUND, lines)})",
             hint="check REPOSITORY_URL, and REPOSITORY_TOKEN for a private repository",
             **found,
         )
     return GitError(f"{what} failed: {detail}", transient=bool(_TRANSIENT.search(text)), **found)
+
+
+def _ssh_error(what: str, lines: Sequence[str]) -> tuple[str, str] | None:
+    """(message, hint) when ssh refused to go on because of REPOSITORY_SSH_KEY or
+    REPOSITORY_SSH_KNOWN_HOSTS; None otherwise. Checked before the rest: ssh's refusals end in git's
+    generic "Could not read from remote repository"."""
+    if any(_SSH_HOST_KEY.search(line) for line in lines):
+        if host := _first(_SSH_HOST_CHANGED, lines, "host"):
+            return (
+                f"{what}: the SSH host key of {host} does not match REPOSITORY_SSH_KNOWN_HOSTS",
+                "check REPOSITORY_SSH_KNOWN_HOSTS: if the host's key was changed on purpose, give its new "
+                "key there; otherwise the connection may be intercepted",
+            )
+        host = _first(_SSH_HOST_UNKNOWN, lines, "host") or "the SSH host"
+        return (
+            f"{what}: REPOSITORY_SSH_KNOWN_HOSTS holds no key for {host}",
+            "add the host's known_hosts line to REPOSITORY_SSH_KNOWN_HOSTS, checked against the "
+            "fingerprint the host publishes",
+        )
+    if reason := _first(_SSH_KEY_UNREADABLE, lines, "reason"):
+        return (
+            f"{what}: ssh could not read the private key of REPOSITORY_SSH_KEY ({reason})",
+            "set REPOSITORY_SSH_KEY to the whole content of a private key file without a passphrase",
+        )
+    if refusal := _first(_SSH_REFUSED, lines, 0):
+        return (
+            f"{what}: the Git server refused SSH access ({refusal})",
+            "set REPOSITORY_SSH_KEY to a private key whose public key the Git server accepts, such as a "
+            "deploy key with read access to the repository",
+        )
+    return None
+
+
+def _first(pattern: re.Pattern[str], lines: Sequence[str], group: int | str) -> str | None:
+    """A group of the first line `pattern` matches (0: the whole line)."""
+    for line in lines:
+        if match := pattern.search(line):
+            return line if group == 0 else match[group]
+    return None
+
+
+def _saying(pattern: re.Pattern[str], lines: Sequence[str]) -> str:
+    """The lines that say why, for a failure `pattern` recognised: git's last lines may be the generic
+    "Could not read from remote repository. / Please make sure you have the correct access rights"."""
+    return " / ".join(line for line in lines if pattern.search(line)) or " / ".join(lines[-3:])
 
 
 def zsplit(output: bytes | IO[bytes]) -> Iterator[bytes]:
@@ -143,8 +208,8 @@ def git_argv(*args: str, git_dir: Path | None = None) -> list[str]:
 class GitEnv:
     """The environment and configuration every git process of one run gets, and those processes.
 
-    Use as a context manager: the askpass program lives in a private temporary folder removed on exit,
-    after every git process still running in it was stopped."""
+    Use as a context manager: the askpass program, the SSH key and known_hosts live in a private
+    temporary folder removed on exit, after every git process still running in it was stopped."""
 
     def __init__(
         self,
@@ -154,12 +219,16 @@ class GitEnv:
         allow_local: bool = False,
         stall_timeout: int = 60,
         timeout: float = 1800,
+        ssh_key: str | None = None,
+        ssh_known_hosts: str | None = None,
     ) -> None:
         self.username = username
         self.token = token
         self.allow_local = allow_local
         self.stall_timeout = stall_timeout
         self.timeout = timeout
+        self.ssh_key = ssh_key  # a private key's content, each line ended by a newline
+        self.ssh_known_hosts = ssh_known_hosts
         self._dir: Path | None = None
         self.env: dict[str, str] = {}
         self._running: set[GitProcess] = set()
@@ -171,16 +240,57 @@ class GitEnv:
         return self._params() == other._params()
 
     def _params(self) -> tuple[object, ...]:
-        return (self.username, self.token, self.allow_local, self.stall_timeout, self.timeout)
+        return (
+            self.username,
+            self.token,
+            self.allow_local,
+            self.stall_timeout,
+            self.timeout,
+            self.ssh_key,
+            self.ssh_known_hosts,
+        )
 
     def __enter__(self) -> GitEnv:
-        self._dir = Path(tempfile.mkdtemp(prefix="git-import-auth-"))
-        askpass = self._dir / "askpass.sh"
-        askpass.write_text(_ASKPASS)
-        askpass.chmod(stat.S_IRWXU)
-        self.env = self._environment(askpass)
+        self._dir = Path(tempfile.mkdtemp(prefix="git-import-auth-"))  # mode 0700
+        try:
+            askpass = self._dir / "askpass.sh"
+            askpass.write_text(_ASKPASS)
+            askpass.chmod(stat.S_IRWXU)
+            self.env = self._environment(askpass)
+            self.env.update(self._ssh_files(self._dir))
+        except BaseException:
+            self.__exit__()  # a key half written is removed too
+            raise
         self._stopped = False
         return self
+
+    def _ssh_files(self, folder: Path) -> dict[str, str]:
+        """Write the key and known_hosts in the private folder; the variables through which ssh finds them."""
+        # Written even when empty: with accept-new, ssh adds the host's key there, not in ~/.ssh.
+        files = {
+            "GIT_IMPORT_SSH_KNOWN_HOSTS": _private_file(folder / "known_hosts", self.ssh_known_hosts or "")
+        }
+        if self.ssh_key:
+            files["GIT_IMPORT_SSH_KEY"] = _private_file(folder / "ssh_key", self.ssh_key)
+        return {name: str(path) for name, path in files.items()}
+
+    def _ssh_command(self) -> str:
+        """GIT_SSH_COMMAND. Git runs it through a shell: the `${…}` are quoted for ssh to expand from
+        its environment, so that the files' paths are in no argv (ssh >= 8.4 expands them)."""
+        options = [
+            "BatchMode=yes",  # no prompt: a refused key or host key fails at once
+            f"StrictHostKeyChecking={'yes' if self.ssh_known_hosts else 'accept-new'}",
+            "UserKnownHostsFile=${GIT_IMPORT_SSH_KNOWN_HOSTS}",
+            "GlobalKnownHostsFile=/dev/null",  # the given known_hosts alone: the same on every machine
+            # The stall limit, where ssh can tell: a connection that does not open, or a server that
+            # answers no keepalive (http.lowSpeedTime's counterpart; git's ssh transport has none).
+            f"ConnectTimeout={self.stall_timeout}",
+            f"ServerAliveInterval={max(1, self.stall_timeout // 3)}",
+            "ServerAliveCountMax=2",
+        ]
+        if self.ssh_key:
+            options += ["IdentityFile=${GIT_IMPORT_SSH_KEY}", "IdentitiesOnly=yes", "IdentityAgent=none"]
+        return " ".join(["ssh", *(f"-o {shlex.quote(option)}" for option in options)])
 
     def _environment(self, askpass: Path) -> dict[str, str]:
         # Git gets the token once, in GIT_IMPORT_PASSWORD for the askpass program: not the tool's own
@@ -198,7 +308,7 @@ class GitEnv:
                 "GIT_CONFIG_NOSYSTEM": "1",
                 "GIT_CONFIG_GLOBAL": os.devnull,
                 "GIT_LFS_SKIP_SMUDGE": "1",
-                "GIT_SSH_COMMAND": "ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new",
+                "GIT_SSH_COMMAND": self._ssh_command(),
                 "GIT_IMPORT_USERNAME": self.username,
                 "GIT_IMPORT_PASSWORD": self.token or "",
                 "LC_ALL": "C",
@@ -261,6 +371,14 @@ class GitEnv:
     def _ended(self, process: GitProcess) -> None:
         with self._lock:
             self._running.discard(process)
+
+
+def _private_file(path: Path, content: str) -> Path:
+    """A new file that only this user may read, written before anyone else could open it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, stat.S_IRUSR | stat.S_IWUSR)
+    with open(fd, "w", encoding="utf-8") as file:
+        file.write(content)
+    return path
 
 
 class GitProcess:

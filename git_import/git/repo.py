@@ -6,6 +6,7 @@ one handler of the command line).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,6 +14,9 @@ from typing import TYPE_CHECKING
 from git_import.git.process import ConfigGitError, GitEnv, GitError, GitProcess, git_argv, run, zsplit
 from git_import.rules.commit import Commit
 from git_import.rules.commit import parse_log_record as _parse_log_record
+from git_import.rules.urls import ssh_host
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from git_import.settings import Settings
@@ -295,10 +299,21 @@ class Repo:
 
 
 def git_env_for(settings: Settings) -> GitEnv:
+    """The git environment the settings ask for. Each run builds it once (the early clone builds its
+    own, silently), and so says once that an SSH host's key goes unchecked."""
+    host = ssh_host(settings.repository_url or "")
+    if host and not settings.repository_ssh_known_hosts:
+        logger.warning(
+            "REPOSITORY_SSH_KNOWN_HOSTS is not set: the SSH host key of %s is not verified, whatever key "
+            "it shows is accepted; set REPOSITORY_SSH_KNOWN_HOSTS to its known_hosts line",
+            host,
+        )
     return GitEnv(
         username=settings.repository_username,
         token=settings.token,
         allow_local=settings.repository_allow_local,
         stall_timeout=settings.git_stall_timeout,
         timeout=settings.git_timeout,
+        ssh_key=settings.ssh_key,
+        ssh_known_hosts=settings.repository_ssh_known_hosts,
     )

@@ -8,6 +8,8 @@ pydantic (the early clone's whole point).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -19,6 +21,16 @@ _TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
 _FALSE = frozenset({"0", "false", "f", "no", "n", "off"})
 
 _WHOLE_NUMBER = re.compile(r"^[+-]?[0-9]{1,18}$")
+
+# A whole private key file, as ssh reads it (OpenSSH, PKCS#1 or PKCS#8 PEM).
+_PRIVATE_KEY = re.compile(
+    r"^-----BEGIN ((?:[A-Z0-9]+ )*)PRIVATE KEY-----\n.+\n-----END \1PRIVATE KEY-----$", re.S
+)
+# What is pasted instead by mistake: a public key (OpenSSH line, PEM or RFC 4716).
+_PUBLIC_KEY = re.compile(
+    r"^(ssh-|ecdsa-|sk-|-----BEGIN (?:RSA )?PUBLIC KEY-----|---- BEGIN SSH2 PUBLIC KEY ----)"
+)
+_OPENSSH_MAGIC = b"openssh-key-v1\0"
 
 DEFAULT_USERNAME = "oauth2"  # GitLab's user name for a token used as an HTTP password
 
@@ -97,6 +109,62 @@ def parse_hash(text: str) -> str:
     if not is_full_hash(commit):
         raise ValueError("not a full 40-character commit hash")
     return commit
+
+
+def _lines(text: str) -> list[str]:
+    """The lines of a multi-line variable, trimmed: CRLF line ends, the indentation of a pasted block,
+    and the literal `\\n` that a variable set on one line holds (neither a key nor a known_hosts
+    line has a backslash) all read as plain lines."""
+    return [line.strip() for line in text.replace("\\n", "\n").splitlines() if line.strip()]
+
+
+def parse_ssh_key(text: str) -> str:
+    """A private key as ssh reads it (each line ended by a newline, the last one too), or ValueError
+    for what ssh could not use without a prompt: not a private key, or one behind a passphrase."""
+    key = "\n".join(_lines(text))
+    if _PUBLIC_KEY.match(key):
+        raise ValueError("holds a public key, not a private key")
+    if not _PRIVATE_KEY.match(key):
+        raise ValueError("is not a whole private key file (from its -----BEGIN line to its -----END line)")
+    if _has_passphrase(key):
+        raise ValueError("is protected by a passphrase, which the tool cannot type")
+    return key + "\n"
+
+
+def _has_passphrase(key: str) -> bool:
+    lines = key.split("\n")
+    if "ENCRYPTED" in lines[0] or any(
+        line.startswith("Proc-Type:") and "ENCRYPTED" in line for line in lines
+    ):
+        return True  # PEM: PKCS#8 `ENCRYPTED PRIVATE KEY`, or PKCS#1 with a Proc-Type header
+    if "OPENSSH" not in lines[0]:
+        return False
+    try:
+        blob = base64.b64decode("".join(lines[1:-1]), validate=True)
+    except binascii.Error:
+        return False  # not readable: ssh says what is wrong with it
+    # openssh-key-v1: the magic, then the cipher's name as a length-prefixed string; "none" when clear.
+    if not blob.startswith(_OPENSSH_MAGIC):
+        return False
+    start = len(_OPENSSH_MAGIC) + 4
+    size = int.from_bytes(blob[len(_OPENSSH_MAGIC) : start], "big")
+    cipher = blob[start : start + size]
+    return 0 < size == len(cipher) and cipher != b"none"  # a cut name: ssh says what is wrong
+
+
+def parse_known_hosts(text: str) -> str:
+    """known_hosts lines as ssh reads them, or ValueError for a line that is not `<hosts> <type> <key>`
+    (a fingerprint pasted instead, say)."""
+    lines = _lines(text)
+    for number, line in enumerate(lines, 1):
+        fields = line.split()
+        if fields[0].startswith("@"):  # @cert-authority or @revoked before the hosts
+            fields = fields[1:]
+        if not line.startswith("#") and len(fields) < 3:
+            raise ValueError(f"line {number} is not a known_hosts line of hosts, key type and key")
+    if not any(not line.startswith("#") for line in lines):
+        raise ValueError("holds no host key")
+    return "\n".join(lines) + "\n"
 
 
 def unset(groups: Iterable[tuple[str, ...]], is_set: Callable[[str], bool]) -> list[tuple[str, ...]]:

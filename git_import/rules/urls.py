@@ -110,6 +110,23 @@ def _check_network_url(split: SplitResult, scheme: str) -> None:
         raise ConfigError(f"{WHERE} has no host", hint=f"give a URL like {example}")
 
 
+def ssh_host(url: str) -> str | None:
+    """The host of an SSH remote (`ssh://` or scp-like) as known_hosts names it: `host`, or
+    `[host]:port` off port 22; None for any other URL."""
+    url = url.strip()
+    if "://" not in url:
+        match = _SCP_LIKE.match(url)
+        return match["host"] if match else None
+    split = urlsplit(url)
+    if split.scheme.lower() != "ssh" or not split.hostname:
+        return None
+    try:
+        port = split.port
+    except ValueError:  # not a port: git will say so
+        port = None
+    return f"[{split.hostname}]:{port}" if port and port != 22 else split.hostname
+
+
 def web_url(repository_url: str) -> str:
     """The repository's web page: `git@host:group/repo.git` → `https://host/group/repo`."""
     url = repository_url.strip()
