@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -29,6 +27,7 @@ from requests.adapters import HTTPAdapter
 
 from git_import.errors import ConfigError, FatalError
 from git_import.redact import scrub
+from git_import.retry import RetryPolicy, retry_after_seconds
 from git_import.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -54,12 +53,20 @@ WORKER_TOKEN_HINT = (
     "to create workers and worker versions"
 )
 
-MAX_DELAY = 30.0
 _TRANSIENT_EXCEPTIONS = (
     requests.ConnectionError,
     requests.Timeout,
     requests.exceptions.ChunkedEncodingError,
 )
+
+
+def _transient(exc: BaseException) -> bool:
+    """Worth another try: a 5xx or 429 answer, a dropped connection, a schema not fetched for either."""
+    if isinstance(exc, ErrorResponse):
+        return exc.status_code == 429 or exc.status_code >= 500
+    if isinstance(exc, SchemaError):
+        return isinstance(exc.__cause__, (*_TRANSIENT_EXCEPTIONS, requests.HTTPError))
+    return isinstance(exc, _TRANSIENT_EXCEPTIONS)
 
 
 class APIError(FatalError):
@@ -71,6 +78,14 @@ class APIError(FatalError):
         super().__init__(message, hint=hint)
         self.status = status
         self.content = content
+
+
+class TransientAPIError(APIError):
+    """One try failed in a way worth another (5xx, 429, a dropped connection): the fan-out schedules it."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class APIConfigError(APIError, ConfigError):
@@ -195,8 +210,9 @@ class ArkindexAPI:
     """A client for the operations this tool uses, with bounded, jittered retries of transient failures.
 
     `arkindex-client` retries 5xx itself with 3 to 16 s waits; we call its `single_request` instead and retry
-    5xx, 429 (honouring `Retry-After`) and dropped connections ourselves, so that delays are bounded and
-    counted. Authentication and validation errors are never retried.
+    5xx, 429 (honouring `Retry-After`) and dropped connections under the tool's retry policy
+    (:mod:`git_import.retry`), so that delays are bounded and counted. Authentication and validation
+    errors are never retried.
     """
 
     def __init__(self, settings: Settings, *, pool_size: int = 10) -> None:
@@ -205,8 +221,7 @@ class ArkindexAPI:
         self.pool_size = pool_size
         self.attempts = max(1, settings.retry_attempts)
         self.base_delay = settings.retry_base_delay
-        self.retries = 0
-        self._lock = threading.Lock()
+        self.policy = RetryPolicy(self.attempts, self.base_delay)
         self._local = threading.local()
         # One client per token, made when an operation first needs it: a stage uses one kind of
         # operation, so each run loads the schema once.
@@ -247,59 +262,40 @@ class ArkindexAPI:
         return client
 
     # --- retries ----------------------------------------------------------------------------
+    @property
+    def retries(self) -> int:
+        """API calls tried again so far, every thread included."""
+        return self.policy.retries
+
     def _remember_response(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
         self._local.retry_after = response.headers.get("Retry-After")
 
-    def _delay(self, attempt: int) -> float:
-        retry_after = getattr(self._local, "retry_after", None)
-        if retry_after:
-            try:
-                return min(MAX_DELAY * 4, max(0.0, float(retry_after)))
-            except ValueError:
-                pass
-        high = min(MAX_DELAY, self.base_delay * 2 ** (attempt - 1))
-        return random.uniform(min(self.base_delay / 2, high), high)
-
     def _retry(self, what: str, call: Callable[[], Any]) -> Any:
-        for attempt in range(1, self.attempts + 1):
-            self._local.retry_after = None
-            try:
-                return call()
-            except ErrorResponse as exc:
-                transient = exc.status_code == 429 or exc.status_code >= 500
-                if not transient or attempt == self.attempts:
-                    raise
-                error: BaseException = exc
-            except _TRANSIENT_EXCEPTIONS as exc:
-                if attempt == self.attempts:
-                    raise APIError(
-                        f"{what}: the Arkindex API could not be reached after {attempt} tries ({describe(exc)})",
-                        hint="check ARKINDEX_API_URL and the network, then retry the task",
-                    ) from None
-                error = exc
-            except SchemaError as exc:
-                cause = exc.__cause__
-                if attempt == self.attempts or not isinstance(
-                    cause, (*_TRANSIENT_EXCEPTIONS, requests.HTTPError)
-                ):
-                    raise APIError(
-                        f"could not load the OpenAPI schema of the Arkindex API ({scrub(exc)}: {describe(cause or exc)})",
-                        hint="check ARKINDEX_API_URL (and ARKINDEX_API_SCHEMA_URL if set)",
-                    ) from None
-                error = exc
-            delay = self._delay(attempt)
-            with self._lock:
-                self.retries += 1
-            logger.warning(
-                "%s failed (try %d of %d): %s; retrying in %.1f s",
+        """`call()` under the retry policy; what failed for good is raised as the caller expects it."""
+
+        def attempt() -> Any:
+            self._local.retry_after = None  # the Retry-After of this try's answer, not an earlier one's
+            return call()
+
+        try:
+            return self.policy.call(
                 what,
                 attempt,
-                self.attempts,
-                describe(error),
-                delay,
+                transient=_transient,
+                describe=describe,
+                retry_after=lambda exc: self._local.retry_after,
             )
-            time.sleep(delay)
-        raise AssertionError("unreachable")
+        except _TRANSIENT_EXCEPTIONS as exc:
+            raise APIError(
+                f"{what}: the Arkindex API could not be reached after {self.attempts} tries ({describe(exc)})",
+                hint="check ARKINDEX_API_URL and the network, then retry the task",
+            ) from None
+        except SchemaError as exc:
+            cause = exc.__cause__
+            raise APIError(
+                f"could not load the OpenAPI schema of the Arkindex API ({scrub(exc)}: {describe(cause or exc)})",
+                hint="check ARKINDEX_API_URL (and ARKINDEX_API_SCHEMA_URL if set)",
+            ) from None
 
     def _call(self, operation: str, what: str, **params: Any) -> Any:
         """One operation with the token it takes, transient failures retried; errors raised as they come."""
@@ -363,16 +359,27 @@ class ArkindexAPI:
         return {task["slug"]: str(task["id"]) for task in tasks if task.get("run", 0) == run}
 
     def create_task(self, body: dict[str, Any]) -> tuple[dict[str, Any] | None, bool]:
-        """Create a task: (task, True); or (None, False) when its slug already exists in the process run
-        (`({"id": …}, False)` when the server names the existing task)."""
+        """One try at creating a task: (task, True); or (None, False) when its slug already exists in the
+        process run (`({"id": …}, False)` when the server names the existing task).
+
+        No retry here: a transient failure raises :class:`TransientAPIError`, and the fan-out tries other
+        revisions while this one waits for its next try."""
         what = f"creating task {body['slug']}"
+        client = self.client_for(CREATE_TASK)
+        self._local.retry_after = None
         try:
-            return self._call(CREATE_TASK, what, body=body), True
+            return client.single_request(CREATE_TASK, body=body), True
         except ErrorResponse as exc:
             if is_duplicate_slug(exc):
                 existing = exc.content.get("existing_id") if isinstance(exc.content, dict) else None
                 return ({"id": existing} if existing else None), False
-            raise self._error(CREATE_TASK, what, exc) from None
+            if not _transient(exc):
+                raise self._error(CREATE_TASK, what, exc) from None
+            error: BaseException = exc
+        except _TRANSIENT_EXCEPTIONS as exc:
+            error = exc
+        retry_after = retry_after_seconds(self._local.retry_after)
+        raise TransientAPIError(f"{what}: {describe(error)}", retry_after=retry_after) from None
 
     def create_worker(self, body: dict[str, Any]) -> dict[str, Any]:
         return self.request(CREATE_WORKER, f"creating or retrieving worker {body['slug']}", body=body)

@@ -4,11 +4,13 @@ Importing pydantic-settings and validating the settings take about 0.15 s of eve
 during which the clone, which only waits on git and the network, could already run. So the trigger
 command starts the clone from the raw environment before it imports the settings layer, and the
 trigger uses that clone only if the validated settings ask for exactly the same one (URL, branch,
-depth, credentials, transports, time limits); otherwise the clone is stopped and removed, and the
-trigger clones as it would have. Nothing here decides anything: an environment this module cannot
-read as plainly as the settings would (a push event file, local paths, a full tag ref, a value that
-does not parse) starts no early clone. It logs nothing before the trigger takes the clone; a failure
-is raised, scrubbed, when the trigger takes it, exactly as the trigger's own clone would have raised it.
+depth, credentials and SSH key and known hosts, transports, time limits); otherwise the clone is stopped and removed, and the
+trigger clones as it would have. Nothing here decides anything: each variable is read through the
+rules the settings use (`rules.env`, `rules.urls`), and an environment this module cannot read as
+plainly as the settings would (a push event file, local paths, a full tag ref, a value those rules
+refuse, a setting the trigger needs and lacks) starts no early clone. It logs nothing before the
+trigger takes the clone; a failure is raised, scrubbed, when the trigger takes it, exactly as the
+trigger's own clone would have raised it.
 
 This module must not import the settings layer (pydantic): that import is what it overlaps.
 """
@@ -24,7 +26,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from git_import.errors import ConfigError
-from git_import.git.repo import GitEnv, GitError, Repo, Transfer, clone_what
+from git_import.git.repo import GitEnv, GitError, GitProcess, Repo, clone_what
+from git_import.rules import env
 from git_import.rules.urls import NULL_SHA, check_ref, check_repository_url, clone_branch
 
 # Commits only, even with a path filter: the trigger fetches the trees of the pushed range alone.
@@ -44,7 +47,7 @@ class EarlyClone:
         self.url, self.branch, self.depth = url, branch, depth
         self.git_env = git_env
         self._dir: Path | None = None
-        self._transfer: Transfer | None = None
+        self._transfer: GitProcess | None = None
         self._closed = False
         self._lock = threading.Lock()  # close() may come from two threads: the second waits for the first
         git_env.__enter__()
@@ -57,44 +60,51 @@ class EarlyClone:
                 branch=branch,
                 filter=CLONE_FILTER,
                 depth=depth,
-                own_group=True,  # stopped whole by close(), Ctrl-C included
-            )
+            )  # out of a terminal's reach, as every git process: close() stops it, Ctrl-C included
         except BaseException:
             self.close()
             raise
 
     @classmethod
     def start(cls, environ: Mapping[str, str], *, dry_run: bool = False) -> EarlyClone | None:
-        """Start the clone the environment asks for; None when it cannot be read without the settings."""
+        """Start the clone the environment asks for; None when it cannot be read without the settings.
+
+        Each variable is read through the settings' own rules (`rules.env`, `rules.urls`): a value they
+        would refuse, or a setting the command needs and lacks, starts no clone and contacts no server."""
 
         def get(name: str) -> str | None:
-            return environ.get(name) or None  # an empty variable is unset, as for the settings
+            return env.value(environ, name)
 
-        if get("REPOSITORY_EVENT") or get("REPOSITORY_ALLOW_LOCAL"):
-            return None
-        if not dry_run and not ((get("PONOS_PROCESS") or get("ARKINDEX_PROCESS_ID")) and get("PONOS_TASK")):
+        if get("REPOSITORY_EVENT"):
+            return None  # read by the settings alone
+        if env.missing("trigger --dry-run" if dry_run else "trigger", lambda name: get(name) is not None):
             return None  # the settings will refuse to run: contact no server first
-        url, ref, token = get("REPOSITORY_URL"), get("REPOSITORY_REF"), get("REPOSITORY_TOKEN")
-        before = (get("REPOSITORY_BEFORE") or "").strip()
-        after = (get("REPOSITORY_AFTER") or "").strip()
-        if not url or after == NULL_SHA:
-            return None
         try:
-            url = check_repository_url(url, allow_local=False)
-            branch = clone_branch(check_ref(ref) if ref else None)
-            limits = {
-                key: int(value)
-                for key, name in (("stall_timeout", "GIT_STALL_TIMEOUT"), ("timeout", "GIT_TIMEOUT"))
-                if (value := get(name)) is not None
-            }
+            if (allow_local := get("REPOSITORY_ALLOW_LOCAL")) and env.parse_bool(allow_local):
+                return None  # local paths, for development: not worth the overlap
+            url = check_repository_url(get("REPOSITORY_URL") or "", allow_local=False)
+            branch = clone_branch(check_ref(ref) if (ref := get("REPOSITORY_REF")) else None)
+            before, after = (
+                env.parse_hash(text) if (text := get(name)) else None
+                for name in ("REPOSITORY_BEFORE", "REPOSITORY_AFTER")
+            )
+            git_env = GitEnv(
+                username=get("REPOSITORY_USERNAME") or env.DEFAULT_USERNAME,
+                token=get("REPOSITORY_TOKEN"),
+                stall_timeout=env.GIT_STALL_TIMEOUT.parse(get("GIT_STALL_TIMEOUT")),
+                timeout=env.GIT_TIMEOUT.parse(get("GIT_TIMEOUT")),
+                # Normalised as the settings normalise them, so that the two environments compare equal.
+                ssh_key=env.parse_ssh_key(key) if (key := get("REPOSITORY_SSH_KEY")) else None,
+                ssh_known_hosts=env.parse_known_hosts(known)
+                if (known := get("REPOSITORY_SSH_KNOWN_HOSTS"))
+                else None,
+            )
         except (ValueError, ConfigError):  # the settings will say what is wrong
             return None
-        if branch is False:
-            return None
-        username = get("REPOSITORY_USERNAME")
-        git_env = GitEnv(token=token, **({"username": username} if username else {}), **limits)
+        if branch is False or after == NULL_SHA:
+            return None  # a full ref only a fetch names exactly; a deleted ref: nothing to clone
         try:
-            return cls(url, branch, clone_depth(None if before in ("", NULL_SHA) else before), git_env)
+            return cls(url, branch, clone_depth(env.push_before(before)), git_env)
         except OSError:
             return None
 
@@ -112,7 +122,7 @@ class EarlyClone:
                 self.git_env
             ):
                 return None
-            transfer.wait(clone_what(branch))
+            transfer.wait()
             try:
                 os.replace(folder / "repo.git", path)
             except OSError:
@@ -129,7 +139,7 @@ class EarlyClone:
         with self._lock:  # git stopped before its folder is removed, whichever thread gets here first
             transfer, self._transfer = self._transfer, None
             if transfer is not None:
-                transfer.cancel()
+                transfer.stop()
             folder, self._dir = self._dir, None
             if folder is not None:
                 shutil.rmtree(folder, ignore_errors=True)

@@ -11,6 +11,22 @@ from contextlib import contextmanager
 
 from git_import.redact import ScrubFilter
 
+# Seconds between two progress lines of a long step (a clone, the fan-out): read at each use, so that
+# a test can set it to zero.
+PROGRESS_INTERVAL = 5.0
+
+
+# What a line is about, given as `extra=fields(...)`: with LOG_FORMAT=json each is a field of its own, so
+# that a log shipper can find every line of one revision or task without parsing the message.
+FIELDS = ("revision", "slug", "task_id", "worker", "file", "setting", "phase", "phases", "counts")
+
+
+def fields(**values: object) -> dict[str, object]:
+    """`extra` for a log call: the FIELDS given, those that are None left out."""
+    unknown = set(values) - set(FIELDS)
+    assert not unknown, f"unknown log fields {unknown}"
+    return {key: value for key, value in values.items() if value is not None}
+
 
 class JSONFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -23,7 +39,7 @@ class JSONFormatter(logging.Formatter):
         }
         if record.exc_text:
             data["exception"] = record.exc_text
-        for key in ("phase", "revision", "slug", "counts"):
+        for key in FIELDS:
             if hasattr(record, key):
                 data[key] = getattr(record, key)
         return json.dumps(data, ensure_ascii=False)
@@ -62,6 +78,13 @@ class Timings:
             yield
         finally:
             self.phases[name] = self.phases.get(name, 0.0) + time.monotonic() - start
+
+    def rounded(self) -> dict[str, float]:
+        """Seconds of each phase and in all, for a log line's `phases` field."""
+        return {
+            **{name: round(s, 3) for name, s in self.phases.items()},
+            "total": round(time.monotonic() - self.started, 3),
+        }
 
     def __str__(self) -> str:
         parts = [f"{name} {seconds:.2f}s" for name, seconds in self.phases.items()]

@@ -8,6 +8,14 @@ import threading
 from urllib.parse import quote
 
 MASK = "***"
+
+# The tool's secret settings, named once. Pure, because readers that run before pydantic is imported
+# need them too (git's environment filter, the early clone); the settings model types exactly these
+# as SecretStr (a test holds the two together), registers their values here, and marks them in the
+# README's settings reference.
+SECRET_SETTINGS = frozenset(
+    {"REPOSITORY_TOKEN", "REPOSITORY_SSH_KEY", "ARKINDEX_TASK_TOKEN", "ARKINDEX_API_TOKEN"}
+)
 _lock = threading.Lock()
 _secrets: set[str] = set()
 
@@ -22,12 +30,22 @@ _AUTH_HEADER = re.compile(
 
 
 def register_secret(value: str | None) -> None:
-    """Remember a secret so that :func:`scrub` masks it everywhere from now on."""
-    if value and len(value) >= 4:
-        with _lock:
-            _secrets.add(value)
-            # As it would appear inside a URL (a query string, userinfo).
-            _secrets.add(quote(value, safe=""))
+    """Remember a secret so that :func:`scrub` masks it everywhere from now on.
+
+    A secret of several lines (a private key) is masked whole, and line by line too: a message may
+    quote one line of it. Its armor lines (`-----BEGIN …`) are no secret and stay readable."""
+    if not value:
+        return
+    parts = [value]
+    if "\n" in value:
+        parts.append(value.strip())
+        parts += [line.strip() for line in value.splitlines() if not line.strip().startswith("-----")]
+    with _lock:
+        for part in parts:
+            if len(part) >= 4:
+                _secrets.add(part)
+                # As it would appear inside a URL (a query string, userinfo).
+                _secrets.add(quote(part, safe=""))
 
 
 def scrub(text: object) -> str:

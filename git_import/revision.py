@@ -19,8 +19,9 @@ from typing import Any
 
 from git_import.arkindex import ArkindexAPI
 from git_import.errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, ConfigError, FatalError
-from git_import.git.repo import GitEnv, GitError, Repo, git_env_for, with_retries
+from git_import.git.repo import GitEnv, GitError, Repo, git_env_for
 from git_import.logs import Timings
+from git_import.retry import with_retries
 from git_import.rules.configuration import (
     CONFIG_DIR,
     LEGACY_FILE,

@@ -7,7 +7,8 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 
 from git_import.local.emulator import Emulator
 from git_import.local.gitserver import GitHTTPServer
-from git_import.local.sample import RepoBuilder
+from git_import.local.sample import RepoBuilder, worker_yaml
 from git_import.settings import SETTING_PREFIXES
 
 REPO_TOKEN = "glpat-S3CRET-repo-token-4242"  # distinctive, so leaks are easy to find
@@ -143,3 +144,63 @@ def make_ponos(emulator: Emulator, data: Path, process_env: dict[str, str]) -> P
     process = emulator.create_process(name="Repository import", mode="repository", env=process_env)
     trigger = emulator.create_task(process["id"], slug="import", command="arkindex-git-import trigger")
     return Ponos(emulator, process, trigger, data)
+
+
+def group_members(pgid: int) -> list[str]:
+    """The live processes of process group `pgid` (zombies waiting to be reaped do not count)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # gone meanwhile
+            continue
+        name, fields = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(name)
+    return members
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    """Poll an observable condition (processes, a server's requests), bounded in time."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
+def fast_history(bare: Path, count: int) -> list[str]:
+    """A bare repository whose `main` holds a root commit then `count` commits, built in one
+    `git fast-import`; returns every hash, oldest (the root) first."""
+    subprocess.run(["git", "init", "--quiet", "--bare", str(bare)], check=True)
+    stream = []
+    for i in range(count + 1):
+        content = worker_yaml("hello", "Hello", f"Version {i}").encode()
+        stamp = 1767225600 + i
+        message = f"Change {i}\n".encode()
+        stream += [
+            b"commit refs/heads/main\n",
+            b"author Ada Worker <ada@example.com> %d +0000\n" % stamp,
+            b"committer Ada Worker <ada@example.com> %d +0000\n" % stamp,
+            b"data %d\n" % len(message),
+            message,
+            b"M 100644 inline arkindex/hello.yml\n",
+            b"data %d\n" % len(content),
+            content,
+            b"\n",
+        ]
+    subprocess.run(
+        ["git", f"--git-dir={bare}", "fast-import", "--quiet"],
+        input=b"".join(stream),
+        check=True,
+        env={**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull},
+    )
+    subprocess.run(["git", f"--git-dir={bare}", "symbolic-ref", "HEAD", "refs/heads/main"], check=True)
+    out = subprocess.run(
+        ["git", f"--git-dir={bare}", "rev-list", "--reverse", "main"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    hashes = out.split()
+    assert len(hashes) == count + 1
+    return hashes

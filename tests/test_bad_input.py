@@ -5,7 +5,9 @@ the README, which a test keeps in step.
 
 from __future__ import annotations
 
+import functools
 import subprocess
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,20 @@ URL_LOCAL = (
     "https:// or ssh:// URL, or set REPOSITORY_ALLOW_LOCAL=1 for local testing)"
 )
 MAX_REVISIONS = "MAX_REVISIONS: must be at least 1 (set MAX_REVISIONS to a whole number of at least 1)"
+SSH_KEY_FIX = (
+    "(set REPOSITORY_SSH_KEY to the whole content of a private key file without a passphrase, such as a "
+    "deploy key's, not the .pub file)"
+)
+
+
+@functools.cache
+def key_with_a_passphrase() -> str:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "id_ed25519"
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "s3cret-phrase", "-f", str(path)], check=True
+        )
+        return path.read_text()
 
 
 @dataclass
@@ -160,6 +176,30 @@ CASES = [
         URL_LOCAL,
     ),
     Case(
+        "SSH key that is a public key",
+        lambda s: {
+            "REPOSITORY_SSH_KEY": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHJ1bGVzIGFyZSBydWxlcw ada@laptop"
+        },
+        f"REPOSITORY_SSH_KEY: holds a public key, not a private key {SSH_KEY_FIX}",
+    ),
+    Case(
+        "SSH key behind a passphrase",
+        lambda s: {"REPOSITORY_SSH_KEY": key_with_a_passphrase()},
+        f"REPOSITORY_SSH_KEY: is protected by a passphrase, which the tool cannot type {SSH_KEY_FIX}",
+    ),
+    Case(
+        "SSH key that is a path",
+        lambda s: {"REPOSITORY_SSH_KEY": "/home/ada/.ssh/id_ed25519"},
+        "REPOSITORY_SSH_KEY: is not a whole private key file (from its -----BEGIN line to its -----END line) "
+        + SSH_KEY_FIX,
+    ),
+    Case(
+        "known hosts that are a fingerprint",
+        lambda s: {"REPOSITORY_SSH_KNOWN_HOSTS": "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s"},
+        "REPOSITORY_SSH_KNOWN_HOSTS: line 1 is not a known_hosts line of hosts, key type and key "
+        "(set REPOSITORY_SSH_KNOWN_HOSTS to the host's known_hosts lines, as ssh-keyscan prints them)",
+    ),
+    Case(
         "ref that does not exist",
         lambda s: {"REPOSITORY_URL": s.url, "REPOSITORY_REF": "no-such-branch"},
         "REPOSITORY_REF 'no-such-branch' does not exist in the repository "
@@ -264,7 +304,102 @@ def test_local_repository_is_allowed_with_repository_allow_local(
     assert [t["slug"] for t in ponos.children()] == [f"import-{served.main[-1]}"]
 
 
+@pytest.mark.parametrize("form", ["path", "file://"])
+def test_a_mistyped_local_repository_is_not_found_whatever_its_form(
+    ponos: Ponos, served: Served, git_root: Path, tmp_path: Path, form: str
+) -> None:
+    """`git clone` says "repository '<path>' does not exist" for a path, "does not appear to be a git
+    repository" for a file:// URL: one answer, exit 2, not retried, for the trigger and a revision."""
+    missing = git_root / "nope.git"
+    url = str(missing) if form == "path" else f"file://{missing}"
+    env = {**ponos.env, "REPOSITORY_URL": url, "REPOSITORY_ALLOW_LOCAL": "1"}
+    hint = "(check REPOSITORY_URL, and REPOSITORY_TOKEN for a private repository)"
+
+    trigger = run_tool(["trigger"], env)
+    assert_nothing_created(ponos)
+    revision = run_tool(["revision", served.main[-1]], {**env, "PONOS_DATA": str(tmp_path / "revision")})
+
+    for result, what, end in [
+        (trigger, "cloning the default branch", f"{hint}; nothing was created"),
+        (revision, f"fetching revision {served.main[-1]}", hint),
+    ]:
+        assert result.code == 2, result.output
+        assert "retrying" not in result.output
+        (line,) = error_lines(result)
+        assert line.startswith(f"{what}: repository not found (fatal: ") and line.endswith(end), line
+        assert str(missing) in line
+
+
 def test_every_bad_input_is_documented_with_its_message() -> None:
     doc = DOC.read_text()
     for case in CASES:
         assert case.documented() in doc, f"the README lacks the message of {case.id!r}"
+
+
+# --- every missing or invalid setting in one run ----------------------------------------------------
+
+MISSING = {
+    "REPOSITORY_URL": "REPOSITORY_URL is not set "
+    "(set REPOSITORY_URL to the repository's HTTP(S) or SSH clone URL, without credentials)",
+    "PONOS_PROCESS": "PONOS_PROCESS is not set "
+    "(set PONOS_PROCESS (or ARKINDEX_PROCESS_ID) to the UUID of the process running this task)",
+    "PONOS_TASK": "PONOS_TASK is not set (set PONOS_TASK to the UUID of the running task)",
+    "ARKINDEX_API_URL": "ARKINDEX_API_URL is not set "
+    "(set ARKINDEX_API_URL to the base URL of the Arkindex instance)",
+    "token": "neither ARKINDEX_TASK_TOKEN nor ARKINDEX_API_TOKEN is set "
+    "(Ponos sets ARKINDEX_TASK_TOKEN: outside Ponos, set ARKINDEX_API_TOKEN to a user API token)",
+    "REPOSITORY_REVISION": "REPOSITORY_REVISION is not set "
+    "(give the commit hash as `arkindex-git-import revision <hash>` or set REPOSITORY_REVISION)",
+}
+A_URL = "https://gitlab.example.com/group/workers.git"  # never reached: the settings stop the run first
+
+
+def test_one_trigger_run_names_every_missing_setting(tmp_path: Path) -> None:
+    """The issue's four runs (PONOS_PROCESS, then PONOS_TASK, then ARKINDEX_API_URL, then the token) in one."""
+    result = run_tool(["trigger"], {"REPOSITORY_URL": A_URL, "PONOS_DATA": str(tmp_path)})
+
+    assert result.code == 2, result.output
+    assert "Traceback" not in result.output
+    names = ("PONOS_PROCESS", "PONOS_TASK", "ARKINDEX_API_URL", "token")
+    listed = "; ".join(MISSING[name] for name in names)
+    assert error_lines(result) == [f"4 settings are missing or invalid: {listed}; nothing was created"]
+
+
+def test_one_revision_run_names_every_missing_setting(tmp_path: Path) -> None:
+    result = run_tool(["revision"], {"PONOS_DATA": str(tmp_path)})
+
+    assert result.code == 2, result.output
+    names = ("REPOSITORY_URL", "REPOSITORY_REVISION", "ARKINDEX_API_URL", "token")
+    listed = "; ".join(MISSING[name] for name in names)
+    assert error_lines(result) == [f"4 settings are missing or invalid: {listed}"]
+
+
+def test_invalid_and_missing_settings_are_named_together(ponos: Ponos) -> None:
+    env = {**ponos.env, "REPOSITORY_URL": A_URL, "MAX_REVISIONS": "0"}
+    del env["PONOS_TASK"]
+
+    result = run_tool(["trigger"], env)
+
+    assert result.code == 2, result.output
+    assert error_lines(result) == [
+        f"2 settings are missing or invalid: {MAX_REVISIONS}; {MISSING['PONOS_TASK']}; nothing was created"
+    ]
+    assert_nothing_created(ponos)
+
+
+def test_a_revision_argument_that_is_no_hash_is_named_with_what_is_missing(tmp_path: Path) -> None:
+    result = run_tool(["revision", "abc123"], {"REPOSITORY_URL": A_URL, "PONOS_DATA": str(tmp_path)})
+
+    assert result.code == 2, result.output
+    assert error_lines(result) == [
+        "3 settings are missing or invalid: REPOSITORY_REVISION: not a full 40-character commit hash "
+        "(give the full 40-character hash of the commit to import); "
+        f"{MISSING['ARKINDEX_API_URL']}; {MISSING['token']}"
+    ]
+
+
+def test_a_dry_run_needs_only_the_repository_url(tmp_path: Path) -> None:
+    result = run_tool(["trigger", "--dry-run"], {"PONOS_DATA": str(tmp_path)})
+
+    assert result.code == 2, result.output
+    assert error_lines(result) == [f"{MISSING['REPOSITORY_URL']}; nothing was created"]

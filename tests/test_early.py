@@ -3,23 +3,26 @@ only when the settings ask for that very clone, and stopped whole otherwise. Rea
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from git_import.early import EarlyClone
-from git_import.git.repo import GitEnv, GitError
+from git_import.early import EarlyClone, clone_depth
+from git_import.git.repo import GitEnv, GitError, git_env_for
 from git_import.local.gitserver import GitHTTPServer
 from git_import.local.sample import RepoBuilder, worker_yaml
+from git_import.rules.urls import clone_branch
+from git_import.settings import SETTING_PREFIXES, load_settings
 
-from conftest import REPO_TOKEN, Ponos, clean_env, make_ponos
+from conftest import REPO_TOKEN, Ponos, clean_env, group_members, make_ponos, wait_for
 
 NULL_SHA = "0" * 40
 
@@ -42,9 +45,12 @@ def pushed(repo: RepoBuilder, git_server: GitHTTPServer) -> dict[str, str]:
 
 
 def ponos_env(url: str, **extra: str) -> dict[str, str]:
+    """What Ponos gives a trigger: every setting it needs (rules.env.REQUIRED), so none is missing."""
     return {
         "PONOS_PROCESS": str(uuid.uuid4()),
         "PONOS_TASK": str(uuid.uuid4()),
+        "ARKINDEX_API_URL": "http://127.0.0.1:9/",  # never called: the early clone reads git alone
+        "ARKINDEX_TASK_TOKEN": "task-token",
         "REPOSITORY_URL": url,
         **extra,
     }
@@ -54,27 +60,6 @@ def left_behind(folder: Path, *, but: GitEnv | None = None) -> list[str]:
     """What is in `folder`, except the credentials helper folder of `but`."""
     keep = {but._dir.name} if but is not None and but._dir is not None else set()
     return sorted(p.name for p in folder.iterdir() if p.name not in keep)
-
-
-def group_members(pgid: int) -> list[str]:
-    """The live processes of process group `pgid` (zombies waiting to be reaped do not count)."""
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:  # gone meanwhile
-            continue
-        name, fields = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(name)
-    return members
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.01)
 
 
 def test_the_clone_the_settings_ask_for_is_taken(
@@ -154,6 +139,13 @@ def test_closing_stops_a_running_clone_and_all_its_processes(
         {"REPOSITORY_URL": "https://user:secret@example.com/workers.git"},
         {"REPOSITORY_URL": "ext::sh -c touch% /tmp/pwned"},
         {"PONOS_PROCESS": ""},
+        {"ARKINDEX_API_URL": ""},
+        {"ARKINDEX_TASK_TOKEN": ""},
+        {"REPOSITORY_BEFORE": "abc123"},
+        {"REPOSITORY_ALLOW_LOCAL": "maybe"},
+        {"GIT_STALL_TIMEOUT": "0"},
+        {"REPOSITORY_SSH_KEY": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHJ1bGVz ada@laptop"},
+        {"REPOSITORY_SSH_KNOWN_HOSTS": "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s"},
     ],
     ids=[
         "no-url",
@@ -166,6 +158,13 @@ def test_closing_stops_a_running_clone_and_all_its_processes(
         "credentials-in-url",
         "ext-transport",
         "no-process",
+        "no-api-url",
+        "no-token",
+        "short-hash",
+        "bad-bool",
+        "number-out-of-bounds",
+        "public-ssh-key",
+        "fingerprint-as-known-hosts",
     ],
 )
 def test_no_early_clone_without_a_plain_environment(
@@ -181,6 +180,69 @@ def test_a_dry_run_needs_no_process(pushed: dict[str, str], tmpdir_: Path) -> No
     assert early is not None
     early.close()
     assert left_behind(tmpdir_) == []
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"REPOSITORY_USERNAME": "ada", "REPOSITORY_TOKEN": "tok-early-1234", "GIT_TIMEOUT": " 90 "},
+        {"REPOSITORY_ALLOW_LOCAL": "off", "GIT_STALL_TIMEOUT": "+5", "REPOSITORY_REF": "refs/heads/main"},
+        {"REPOSITORY_BEFORE": "A" * 40, "REPOSITORY_AFTER": "", "WORKER_UPDATE": "no"},
+        {
+            # As a one-line variable or a Windows paste may hold them: read as the settings read them.
+            "REPOSITORY_SSH_KEY": "-----BEGIN OPENSSH PRIVATE KEY-----\r\n  b3BlbnNzaC1rZXktdjEAAAAA\r\n"
+            "-----END OPENSSH PRIVATE KEY-----",
+            "REPOSITORY_SSH_KNOWN_HOSTS": "[git.example.com]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5\\n",
+        },
+    ],
+    ids=["defaults", "credentials-and-limits", "spelled-differently", "upper-case-hash", "ssh-key-and-hosts"],
+)
+def test_the_early_clone_reads_the_environment_as_the_settings_do(
+    pushed: dict[str, str], tmpdir_: Path, monkeypatch: pytest.MonkeyPatch, extra: dict[str, str]
+) -> None:
+    """Same rules and defaults on both sides: the clone started early is the one the settings ask for."""
+    environ = ponos_env(pushed["url"], **extra)
+    early = EarlyClone.start(environ)
+    assert early is not None
+    try:
+        for name in os.environ:
+            if name.startswith(SETTING_PREFIXES):
+                monkeypatch.delenv(name)
+        for name, value in environ.items():
+            monkeypatch.setenv(name, value)
+        settings = load_settings("trigger")
+        assert (early.url, early.branch, early.depth) == (
+            settings.repository_url,
+            clone_branch(settings.repository_ref),
+            clone_depth(settings.before),
+        )
+        assert early.git_env.same_as(git_env_for(settings))
+    finally:
+        early.close()
+
+
+def test_the_clone_starts_before_pydantic_is_imported(pushed: dict[str, str], tmp_path: Path) -> None:
+    """Overlapping the settings layer's import is the early clone's whole point."""
+    spy = (
+        "import sys\n"
+        "from git_import.git.repo import Repo\n"
+        "start = Repo.start_clone\n"
+        "def spy(*args, **kwargs):\n"
+        "    loaded = sorted(m for m in sys.modules if m.split('.')[0].startswith('pydantic'))\n"
+        "    print('imported when the clone started:', loaded, flush=True)\n"
+        "    return start(*args, **kwargs)\n"
+        "Repo.start_clone = staticmethod(spy)\n"
+        "from git_import.cli import main\n"
+        "sys.exit(main(['trigger', '--dry-run']))\n"
+    )
+    env = {**clean_env(), "REPOSITORY_URL": pushed["url"], "REPOSITORY_BEFORE": pushed["base"]}
+    result = subprocess.run(
+        [sys.executable, "-c", spy], env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    first = next(line for line in result.stdout.splitlines() if line.startswith("imported when"))
+    assert first == "imported when the clone started: []", result.stdout
 
 
 # --- the trigger, run as Ponos runs it -------------------------------------------------------------
@@ -252,15 +314,7 @@ def test_ctrl_c_during_the_clone_stops_it(
         )
         started = time.monotonic()
         proc.send_signal(signal.SIGINT)
-        try:
-            code = proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            import os as _os
-
-            _os.system(
-                f"ps -eo pid,ppid,pgid,stat,cmd | grep -v grep | grep -E 'git|python' ; /work/main/.venv/bin/py-spy dump --pid {proc.pid} 2>&1 | head -60"
-            )
-            raise
+        code = proc.wait(timeout=30)
         assert code == 130
         assert time.monotonic() - started < 30  # well before the stalled server would have let go
         assert "interrupted" in proc.stderr.read()

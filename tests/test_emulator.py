@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import signal
 import subprocess
@@ -12,10 +13,15 @@ from pathlib import Path
 import pytest
 import requests
 from arkindex import ArkindexClient
-from arkindex.exceptions import ArkindexConflictError, ArkindexServerError, ErrorResponse
+from arkindex.exceptions import (
+    ArkindexConflictError,
+    ArkindexServerError,
+    ArkindexValidationError,
+    ErrorResponse,
+)
 
-from git_import.local.emulator import Emulator, Faults
-from git_import.local.emulator.__main__ import usage_text
+from git_import.local.emulator import Emulator, Faults, Modes
+from git_import.local.emulator.__main__ import build_parser, modes_from_args, usage_text
 from git_import.local.emulator.schema import OPERATIONS, openapi_schema
 
 PROCESS_ENV = {"REPOSITORY_URL": "https://git.example.com/group/repo", "GIT_TOKEN": "s3cret"}
@@ -87,6 +93,18 @@ def test_schema_not_subject_to_faults(emu):
     emu.faults.drop_rate = 1.0
     ArkindexClient(base_url=emu.url)  # loads fine
     assert emu.stats["errors_injected"] == emu.stats["drops_injected"] == 0
+
+
+def test_emulator_functions_stay_short():
+    """Each step of the emulator reads on one screen: no function over 60 lines."""
+    package = Path(__file__).resolve().parents[1] / "git_import" / "local" / "emulator"
+    long = [
+        f"{source.name}:{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for source in sorted(package.glob("*.py"))
+        for node in ast.walk(ast.parse(source.read_text()))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno >= 60
+    ]
+    assert long == []
 
 
 def test_url_requires_start():
@@ -262,14 +280,54 @@ def test_create_task_unknown_process_and_parent(process, import_task, client):
     assert missing in content["parents"][0]
 
 
-def test_create_task_duplicate_slug(emu, process, import_task, client):
-    client.request("CreateTask", body=task_body(process, import_task, slug="dup"))
+def duplicate_slug_answer(mode: str, slug: str, existing_id: str) -> tuple[int, dict]:
+    """What CreateTask answers for a slug already in run 0, in each duplicate_slug mode."""
+    detail = f"A task with the slug {slug} already exists in run 0."
+    return {
+        "field": (400, {"slug": [f"A task with the slug '{slug}' already exists in this process run."]}),
+        "non_field": (
+            400,
+            {"non_field_errors": ["The fields process_id, run, slug must make a unique set."]},
+        ),
+        "object": (
+            400,
+            {"type": "validation_error", "errors": [{"attr": None, "code": "unique", "detail": detail}]},
+        ),
+        "conflict": (
+            409,
+            {
+                "type": "client_error",
+                "errors": [{"attr": None, "code": "unique", "detail": detail}],
+                "existing_id": existing_id,
+            },
+        ),
+    }[mode]
+
+
+DUPLICATE_SLUG_ERRORS = {
+    "field": ErrorResponse,
+    "non_field": ErrorResponse,
+    "object": ArkindexValidationError,
+    "conflict": ArkindexConflictError,
+}
+
+
+def test_create_task_duplicate_slug_default_is_field_error(emu, process, import_task, client):
+    assert emu.modes == Modes()
+    existing = client.request("CreateTask", body=task_body(process, import_task, slug="dup"))
     with pytest.raises(ErrorResponse) as excinfo:
         client.single_request("CreateTask", body=task_body(process, import_task, slug="dup"))
-    assert error_of(excinfo) == (
-        400,
-        {"slug": ["A task with the slug 'dup' already exists in this process run."]},
-    )
+    assert error_of(excinfo) == duplicate_slug_answer("field", "dup", existing["id"])
+    assert len(emu.tasks(process["id"])) == 2
+
+
+@pytest.mark.parametrize("mode", sorted(DUPLICATE_SLUG_ERRORS))
+def test_create_task_duplicate_slug(emu, process, import_task, client, mode):
+    emu.modes.duplicate_slug = mode
+    existing = client.request("CreateTask", body=task_body(process, import_task, slug="dup"))
+    with pytest.raises(DUPLICATE_SLUG_ERRORS[mode]) as excinfo:
+        client.single_request("CreateTask", body=task_body(process, import_task, slug="dup"))
+    assert error_of(excinfo) == duplicate_slug_answer(mode, "dup", existing["id"])
     assert len(emu.tasks(process["id"])) == 2
 
 
@@ -336,6 +394,51 @@ WORKER = {
 }
 
 
+def version_body(revision: str = "a", **extra) -> dict:
+    return {
+        "yaml": "slug: recognizer\ntype: recognizer\n",
+        "revision_url": "https://git.example.com/group/repo/commit/" + (revision * 40)[:40],
+        "docker_image_iid": "sha256:1234",
+        **extra,
+    }
+
+
+def user_client(emu: Emulator) -> ArkindexClient:
+    return ArkindexClient(token=emu.create_user_token(), auth_scheme="Token", base_url=emu.url)
+
+
+def test_worker_operations_refuse_task_token_in_that_mode(emu, process, client):
+    # By default a task token may call them.
+    worker = client.request("CreateWorker", body=WORKER)
+    version = client.request("ImportWorkerVersion", id=worker["id"], body=version_body("a"))
+
+    emu.modes.task_token_on_workers = False
+    calls = [
+        ("CreateWorker", {"body": WORKER}),
+        ("PartialUpdateWorker", {"id": worker["id"], "body": {"name": "New"}}),
+        ("ImportWorkerVersion", {"id": worker["id"], "body": version_body("b")}),
+        ("RetrieveWorkerVersion", {"id": version["id"]}),
+        ("PartialUpdateWorkerVersion", {"id": version["id"], "body": {"tag": "v1"}}),
+        ("ListWorkerVersions", {"id": worker["id"]}),
+        # Permissions come before lookups: an unknown worker is refused too, not a 404.
+        ("PartialUpdateWorker", {"id": "4f0b5a7e-0000-4000-8000-000000000000", "body": {"name": "x"}}),
+    ]
+    recorded = len(emu.requests)
+    for operation, kwargs in calls:
+        with pytest.raises(ErrorResponse) as excinfo:
+            client.single_request(operation, **kwargs)
+        assert error_of(excinfo) == (403, {"detail": "You do not have permission to perform this action."})
+    assert (len(emu.requests), len(emu.versions())) == (recorded, 1)
+
+    user = user_client(emu)
+    for operation, kwargs in calls[:-1]:
+        user.request(operation, **kwargs)
+    assert [r["auth_scheme"] for r in emu.requests[recorded:]] == ["Token"] * 6
+    assert len(emu.versions()) == 2
+    # Ponos operations still take the task token.
+    assert client.request("RetrieveProcess", id=process["id"])["id"] == process["id"]
+
+
 def test_create_worker_and_update(emu, client):
     worker = client.request("CreateWorker", body=WORKER)
     assert {k: worker[k] for k in WORKER} == WORKER
@@ -399,6 +502,156 @@ def test_worker_versions(emu, client):
     tagged = client.request("PartialUpdateWorkerVersion", id=version["id"], body={"tag": "v1.0"})
     assert (tagged["tag"], tagged["branch"]) == ("v1.0", "main")
     assert emu.versions() == [tagged]
+
+
+DUPLICATE_VERSION = {
+    "409": (
+        409,
+        ArkindexConflictError,
+        {
+            "type": "client_error",
+            "errors": [
+                {
+                    "attr": None,
+                    "code": "unique",
+                    "detail": "A worker version already exists for this revision URL.",
+                }
+            ],
+        },
+    ),
+    "400": (
+        400,
+        ArkindexValidationError,
+        {
+            "type": "validation_error",
+            "errors": [
+                {
+                    "attr": None,
+                    "code": "unique",
+                    "detail": "A worker version with this revision URL already exists for this worker.",
+                }
+            ],
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize("mode", [None, "409", "400"])
+def test_duplicate_version_answer(emu, client, mode):
+    if mode is None:
+        mode = "409"  # the default
+    else:
+        emu.modes.version_duplicate = mode
+    worker = client.request("CreateWorker", body=WORKER)
+    version = client.request("ImportWorkerVersion", id=worker["id"], body=version_body("a"))
+    status, error_class, content = DUPLICATE_VERSION[mode]
+    with pytest.raises(error_class) as excinfo:
+        client.single_request("ImportWorkerVersion", id=worker["id"], body=version_body("a", tag="v2"))
+    if mode == "409":
+        content = {**content, "existing_id": version["id"]}
+    assert error_of(excinfo) == (status, content)
+    # What arkindex-cli 0.5.0 recognises, in either form; it then pages ListWorkerVersions for the 400.
+    error = excinfo.value.content["errors"][0]
+    assert error["code"] == "unique" and "revision URL" in error["detail"]
+    assert emu.versions() == [version]
+    # Another worker may import the same revision.
+    other = client.request("CreateWorker", body={**WORKER, "slug": "other"})
+    assert (
+        client.request("ImportWorkerVersion", id=other["id"], body=version_body("a"))["worker_id"]
+        == other["id"]
+    )
+
+
+@pytest.mark.parametrize("unique", [False, True])
+def test_tags_unique_per_worker_in_that_mode(emu, client, unique):
+    assert Modes().unique_tags is False
+    emu.modes.unique_tags = unique
+    worker = client.request("CreateWorker", body=WORKER)
+    other = client.request("CreateWorker", body={**WORKER, "slug": "other"})
+    first = client.request("ImportWorkerVersion", id=worker["id"], body=version_body("a", tag="v1"))
+    second = client.request("ImportWorkerVersion", id=worker["id"], body=version_body("b"))
+    # Always fine: the same tag on another worker, the tag again on its own version, no tag at all.
+    client.request("ImportWorkerVersion", id=other["id"], body=version_body("a", tag="v1"))
+    assert client.request("PartialUpdateWorkerVersion", id=first["id"], body={"tag": "v1"})["tag"] == "v1"
+    client.request("ImportWorkerVersion", id=worker["id"], body=version_body("c", tag=None))
+
+    taken = (
+        400,
+        {
+            "type": "validation_error",
+            "errors": [
+                {
+                    "attr": ["tag"],
+                    "code": "unique",
+                    "detail": "A worker version with the tag v1 already exists for this worker.",
+                }
+            ],
+        },
+    )
+    attempts = [
+        ("ImportWorkerVersion", {"id": worker["id"], "body": version_body("d", tag="v1")}),
+        ("PartialUpdateWorkerVersion", {"id": second["id"], "body": {"tag": "v1", "branch": "main"}}),
+    ]
+    for operation, kwargs in attempts:
+        if unique:
+            with pytest.raises(ArkindexValidationError) as excinfo:
+                client.single_request(operation, **kwargs)
+            assert error_of(excinfo) == taken
+        else:
+            assert client.single_request(operation, **kwargs)["tag"] == "v1"
+    tags = [v["tag"] for v in emu.versions() if v["worker_id"] == worker["id"]]
+    assert tags == (["v1", None, None] if unique else ["v1", "v1", None, "v1"])
+
+
+def test_list_worker_versions_pages(emu, client):
+    emu.modes.page_size = 2
+    worker = client.request("CreateWorker", body=WORKER)
+    other = client.request("CreateWorker", body={**WORKER, "slug": "other"})
+    client.request("ImportWorkerVersion", id=other["id"], body=version_body("f"))
+    created = [client.request("ImportWorkerVersion", id=worker["id"], body=version_body(c)) for c in "abcde"]
+    newest_first = created[::-1]
+
+    before = len(emu.requests)
+    assert list(client.paginate("ListWorkerVersions", id=worker["id"])) == newest_first
+    assert [r["operation"] for r in emu.requests[before:]] == ["ListWorkerVersions"] * 3
+    assert list(client.paginate("ListWorkerVersions", id=worker["id"], page=2)) == newest_first[2:]
+
+    # Django REST framework's links: absolute, and page 1 is the URL without a page number.
+    url = f"{emu.url}api/v1/workers/{worker['id']}/versions/"
+    pages = [client.single_request("ListWorkerVersions", id=worker["id"], page=n) for n in (1, 2, 3)]
+    assert pages == [
+        {"count": 5, "next": url + "?page=2", "previous": None, "results": newest_first[0:2]},
+        {"count": 5, "next": url + "?page=3", "previous": url, "results": newest_first[2:4]},
+        {"count": 5, "next": None, "previous": url + "?page=2", "results": newest_first[4:]},
+    ]
+    assert client.single_request("ListWorkerVersions", id=worker["id"]) == pages[0]
+    assert client.single_request("ListWorkerVersions", id=worker["id"], page="last") == pages[2]
+    assert pages[0]["results"][0] == client.request("RetrieveWorkerVersion", id=created[-1]["id"])
+
+    for page in (0, 4, "two"):
+        with pytest.raises(ErrorResponse) as excinfo:
+            client.single_request("ListWorkerVersions", id=worker["id"], page=page)
+        assert error_of(excinfo) == (404, {"detail": "Invalid page."})
+    with pytest.raises(ErrorResponse) as excinfo:
+        client.single_request("ListWorkerVersions", id="4f0b5a7e-0000-4000-8000-000000000000")
+    assert error_of(excinfo) == (404, {"detail": "Not found."})
+
+
+def test_list_worker_versions_default_page_size(emu, client):
+    assert Modes().page_size == 20
+    worker = client.request("CreateWorker", body=WORKER)
+    empty = client.single_request("ListWorkerVersions", id=worker["id"])
+    assert empty == {"count": 0, "next": None, "previous": None, "results": []}
+    assert list(client.paginate("ListWorkerVersions", id=worker["id"])) == []
+    for n in range(21):
+        client.request("ImportWorkerVersion", id=worker["id"], body=version_body(f"{n:040x}"))
+    first = client.single_request("ListWorkerVersions", id=worker["id"])
+    assert (first["count"], len(first["results"]), first["next"]) == (
+        21,
+        20,
+        f"{emu.url}api/v1/workers/{worker['id']}/versions/?page=2",
+    )
+    assert len(list(client.paginate("ListWorkerVersions", id=worker["id"]))) == 21
 
 
 @pytest.mark.parametrize(
@@ -505,18 +758,57 @@ def test_drop_after_commit(emu, process, import_task, client):
     assert [r["operation"] for r in emu.requests] == ["RetrieveProcess"]
 
 
-def test_duplicate_race(emu, process, import_task, client):
+@pytest.mark.parametrize("mode", sorted(DUPLICATE_SLUG_ERRORS))
+def test_duplicate_race(emu, process, import_task, client, mode):
+    emu.modes.duplicate_slug = mode
     emu.faults.duplicate_race_rate = 1.0
-    with pytest.raises(ErrorResponse) as excinfo:
+    with pytest.raises(DUPLICATE_SLUG_ERRORS[mode]) as excinfo:
         client.single_request("CreateTask", body=task_body(process, import_task, slug="raced"))
-    assert error_of(excinfo) == (
-        400,
-        {"slug": ["A task with the slug 'raced' already exists in this process run."]},
-    )
     assert emu.stats["races_injected"] == 1
     raced = emu.task_by_slug(process["id"], "raced")
+    assert error_of(excinfo) == duplicate_slug_answer(mode, "raced", raced["id"])
     assert raced["parents"] == [import_task["id"]]
     assert raced["image"] == "docker:24"
+
+
+def test_max_streak_lets_a_slug_through(emu, process, import_task, client):
+    """With every request failing, one CreateTask slug still gets through on its third try."""
+    answer = requests.put(
+        emu.url + "_emulator/faults",
+        json={"error_rate": 1.0, "error_statuses": [503], "max_streak": 2},
+        timeout=5,
+    )
+    assert answer.json()["max_streak"] == 2
+
+    def outcome(slug: str) -> int:
+        try:
+            return client.single_request("CreateTask", body=task_body(process, import_task, slug=slug))[
+                "slug"
+            ]
+        except ErrorResponse as exc:
+            return exc.status_code
+
+    # Each slug counts its own streak: the other slug's faults do not spare "a".
+    assert [outcome("a"), outcome("b"), outcome("a"), outcome("a")] == [503, 503, 503, "a"]
+    assert emu.stats["streaks_cut"] == 1
+    # Going through reset the streak of "a"; other operations count by path.
+    assert outcome("a") == 503
+    with pytest.raises(ArkindexServerError):
+        client.single_request("RetrieveProcess", id=process["id"])
+    emu.faults.max_streak = None
+    assert [outcome("b"), outcome("b")] == [503, 503]
+
+
+def test_max_streak_counts_answers_lost_after_commit(emu, process, import_task, client):
+    emu.faults.drop_after_rate = 1.0
+    emu.faults.max_streak = 1
+    with pytest.raises(requests.exceptions.ConnectionError):
+        client.single_request("CreateTask", body=task_body(process, import_task, slug="lost"))
+    # The retry is spared: its answer arrives (the slug is taken, by the first try).
+    with pytest.raises(ErrorResponse) as excinfo:
+        client.single_request("CreateTask", body=task_body(process, import_task, slug="lost"))
+    assert excinfo.value.status_code == 400
+    assert [t["slug"] for t in emu.tasks(process["id"])] == ["import", "lost"]
 
 
 def test_faults_never_touch_admin(emu):
@@ -578,12 +870,62 @@ def test_stop_with_open_keepalive_connection(emu, process, client):
 def test_usage_text_mentions_admin_endpoints():
     text = usage_text("http://127.0.0.1:8000/")
     assert "http://127.0.0.1:8000/_emulator/processes" in text
+    assert "http://127.0.0.1:8000/_emulator/modes" in text
+    assert "--workers-refuse-task-token" in text
     assert "ARKINDEX_TASK_TOKEN" in text
+    assert "Modes: task_token_on_workers=True version_duplicate=409 duplicate_slug=field" in text
+
+
+def test_mode_flags():
+    parser = build_parser()
+    assert modes_from_args(parser.parse_args([])) == Modes()
+    args = parser.parse_args(
+        [
+            "--workers-refuse-task-token",
+            "--version-duplicate",
+            "400",
+            "--duplicate-slug",
+            "conflict",
+            "--unique-tags",
+            "--page-size",
+            "3",
+        ]
+    )
+    assert modes_from_args(args) == Modes(
+        task_token_on_workers=False,
+        version_duplicate="400",
+        duplicate_slug="conflict",
+        unique_tags=True,
+        page_size=3,
+    )
+    help_text = parser.format_help()
+    for flag in (
+        "--version-duplicate {409,400}",
+        "--duplicate-slug {field,non_field,object,conflict}",
+        "--page-size N",
+    ):
+        assert flag in help_text
+    for bad in (["--page-size", "0"], ["--version-duplicate", "500"], ["--duplicate-slug", "slug"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(bad)
 
 
 def test_main_serves_until_interrupted():
     proc = subprocess.Popen(
-        [sys.executable, "-m", "git_import.local.emulator", "--port", "0", "--create-task-delay", "0.01"],
+        [
+            sys.executable,
+            "-m",
+            "git_import.local.emulator",
+            "--port",
+            "0",
+            "--create-task-delay",
+            "0.01",
+            "--workers-refuse-task-token",
+            "--duplicate-slug",
+            "object",
+            "--page-size",
+            "5",
+        ],
         stdout=subprocess.PIPE,
         text=True,
         cwd=Path(__file__).resolve().parents[1],
@@ -592,9 +934,87 @@ def test_main_serves_until_interrupted():
         first_line = proc.stdout.readline()
         url = first_line.rsplit(" ", 1)[-1].strip()
         assert url.startswith("http://127.0.0.1:")
+        header = [proc.stdout.readline() for _ in range(2)]
+        assert header[1].startswith(
+            "Modes: task_token_on_workers=False version_duplicate=409 duplicate_slug=object"
+        )
         ArkindexClient(base_url=url)
         assert requests.get(url + "_emulator/faults", timeout=5).json()["create_task_delay"] == 0.01
+        assert requests.get(url + "_emulator/modes", timeout=5).json() == {
+            "task_token_on_workers": False,
+            "version_duplicate": "409",
+            "duplicate_slug": "object",
+            "unique_tags": False,
+            "page_size": 5,
+        }
     finally:
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=10)
     assert proc.returncode == 0
+
+
+def test_put_faults_parses_each_field_by_its_type(emu):
+    admin = emu.url + "_emulator/faults"
+    answer = requests.put(admin, json={"error_statuses": [502], "seed": 7}, timeout=5)
+    assert answer.status_code == 200, answer.text
+    assert (answer.json()["error_statuses"], emu.faults.seed) == ([502], 7)
+
+    for body, message in (
+        ({"error_rate": "high"}, 'error_rate: expected a number, got "high"'),
+        ({"seed": True}, "seed: expected an integer, got true"),
+        ({"error_statuses": [503, "x"]}, 'error_statuses item: expected an integer, got "x"'),
+        ({"operations": ["Nope"]}, "Unknown operations: Nope"),
+        # The string field that used to fail with "could not convert string to float" is now a mode.
+        (
+            {"duplicate_error": "non_field"},
+            'duplicate_error is now the mode duplicate_slug: PUT /_emulator/modes {"duplicate_slug": ...}',
+        ),
+    ):
+        # A rejected request changes nothing, not even its valid fields.
+        answer = requests.put(admin, json={"latency": 9.0, **body}, timeout=5)
+        assert (answer.status_code, answer.json()) == (400, {"detail": message})
+    assert emu.faults.latency == 0.0
+
+
+def test_modes_checked_when_set():
+    modes = Modes()
+    with pytest.raises(
+        ValueError, match="duplicate_slug: expected one of field, non_field, object, conflict"
+    ):
+        modes.duplicate_slug = "nope"
+    with pytest.raises(TypeError, match="unique_tags: expected true or false"):
+        Modes(unique_tags=1)
+    with pytest.raises(ValueError, match="page_size: expected an integer of at least 1"):
+        modes.page_size = 0
+    with pytest.raises(AttributeError, match="Unknown mode 'typo'"):
+        modes.typo = True
+    assert modes == Modes()
+
+
+def test_put_modes(emu):
+    admin = emu.url + "_emulator/modes"
+    defaults = {
+        "task_token_on_workers": True,
+        "version_duplicate": "409",
+        "duplicate_slug": "field",
+        "unique_tags": False,
+        "page_size": 20,
+    }
+    assert requests.get(admin, timeout=5).json() == defaults
+    answer = requests.put(admin, json={"duplicate_slug": "object", "unique_tags": True}, timeout=5)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {**defaults, "duplicate_slug": "object", "unique_tags": True}
+    assert emu.modes == Modes(duplicate_slug="object", unique_tags=True)
+
+    for body, message in (
+        ({"typo": 1}, "Unknown mode fields: typo; known: " + ", ".join(defaults)),
+        ({"page_size": "5"}, 'page_size: expected an integer, got "5"'),
+        ({"page_size": 0}, "page_size: expected an integer of at least 1, got 0"),
+        ({"unique_tags": "yes"}, 'unique_tags: expected true or false, got "yes"'),
+        ({"version_duplicate": 400}, "version_duplicate: expected a string, got 400"),
+        ({"version_duplicate": "500"}, 'version_duplicate: expected one of 409, 400, got "500"'),
+    ):
+        # A rejected request changes nothing, not even its valid fields.
+        answer = requests.put(admin, json={"duplicate_slug": "conflict", **body}, timeout=5)
+        assert (answer.status_code, answer.json()) == (400, {"detail": message})
+    assert emu.modes == Modes(duplicate_slug="object", unique_tags=True)

@@ -18,8 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from git_import import trigger
-from git_import.git import repo as gitrepo
+from git_import import logs, trigger
 from git_import.local.gitserver import GitHTTPServer
 from git_import.local.sample import RepoBuilder, worker_yaml
 from git_import.settings import SETTING_PREFIXES, load_settings
@@ -148,8 +147,7 @@ def test_fan_out_reports_progress_at_each_interval(
             monkeypatch.delenv(name)
     for name, value in {**ponos.env, **pushed}.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setattr(trigger, "PROGRESS_INTERVAL", 0.0)
-    monkeypatch.setattr(gitrepo, "PROGRESS_INTERVAL", 0.0)
+    monkeypatch.setattr(logs, "PROGRESS_INTERVAL", 0.0)  # the fan-out's and the clone's
     caplog.set_level(logging.INFO)
 
     status = trigger.run_trigger(load_settings())

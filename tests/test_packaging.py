@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -270,3 +271,36 @@ def test_lock_file_pins_every_dependency_with_hashes() -> None:
         for op, args in instructions()
         if op == "RUN"
     )
+
+
+def test_format_without_dry_run_is_refused() -> None:
+    """Only the dry run prints a plan: `--format json` on a real run would be silently ignored."""
+    proc = run_cli(
+        console_script(), "trigger", "--format", "json", env={"REPOSITORY_URL": "https://example.com/r.git"}
+    )
+    assert proc.returncode == 2
+    assert "--format applies to --dry-run only" in proc.stderr
+    assert proc.stdout == ""
+
+
+# --- started in the background ---------------------------------------------------------------------
+
+
+def test_interrupting_tests_pass_when_started_with_sigint_ignored() -> None:
+    """A shell's background job or `nohup` starts the suite with SIGINT ignored, and every child
+    inherits it: the programs these tests interrupt must handle SIGINT themselves."""
+    tests = [
+        "tests/test_early.py::test_ctrl_c_during_the_clone_stops_it",
+        "tests/test_gitserver.py::test_command_line",
+        "tests/test_emulator.py::test_main_serves_until_interrupted",
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "3 passed" in proc.stdout

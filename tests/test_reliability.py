@@ -10,7 +10,6 @@ tool run as a child process as Ponos would run it.
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -21,51 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from git_import.local.emulator import Emulator, Faults
+from git_import.local.emulator import Emulator, Faults, Modes
 from git_import.local.gitserver import GitFaults, GitHTTPServer
 from git_import.local.sample import RepoBuilder, worker_yaml
 
-from conftest import REPO_TOKEN, Ponos, Result, clean_env, make_ponos
+from conftest import REPO_TOKEN, Ponos, Result, clean_env, fast_history, make_ponos
 
 # --- helpers ---------------------------------------------------------------------------------------
-
-
-def fast_history(bare: Path, count: int) -> list[str]:
-    """A bare repository whose `main` holds a root commit then `count` commits, built in one
-    `git fast-import`; returns every hash, oldest (the root) first."""
-    subprocess.run(["git", "init", "--quiet", "--bare", str(bare)], check=True)
-    stream = []
-    for i in range(count + 1):
-        content = worker_yaml("hello", "Hello", f"Version {i}").encode()
-        stamp = 1767225600 + i
-        message = f"Change {i}\n".encode()
-        stream += [
-            b"commit refs/heads/main\n",
-            b"author Ada Worker <ada@example.com> %d +0000\n" % stamp,
-            b"committer Ada Worker <ada@example.com> %d +0000\n" % stamp,
-            b"data %d\n" % len(message),
-            message,
-            b"M 100644 inline arkindex/hello.yml\n",
-            b"data %d\n" % len(content),
-            content,
-            b"\n",
-        ]
-    subprocess.run(
-        ["git", f"--git-dir={bare}", "fast-import", "--quiet"],
-        input=b"".join(stream),
-        check=True,
-        env={**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull},
-    )
-    subprocess.run(["git", f"--git-dir={bare}", "symbolic-ref", "HEAD", "refs/heads/main"], check=True)
-    out = subprocess.run(
-        ["git", f"--git-dir={bare}", "rev-list", "--reverse", "main"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    hashes = out.split()
-    assert len(hashes) == count + 1
-    return hashes
 
 
 def slugs(ponos: Ponos) -> list[str]:
@@ -199,6 +160,56 @@ def test_stalled_clone_is_cut_off_by_the_stall_timeout_and_retried(
     retries = [line for line in result.stderr.splitlines() if "retrying" in line]
     assert len(retries) == 1 and "too slow" in retries[0].lower()
     assert slugs(ponos) == expected(commits)
+
+
+# git words a stall in the ref discovery GET ("unable to access '…': Operation too slow") otherwise
+# than in an upload-pack POST ("RPC failed; curl 28 Operation too slow"): one transient failure.
+STALLS = {
+    "stall_discovery": lambda r: r["method"] == "GET" and r["path"].endswith("/info/refs"),
+    "stall_next": lambda r: r["method"] == "POST" and r["path"].endswith("/git-upload-pack"),
+}
+
+
+@pytest.mark.parametrize("fault", list(STALLS), ids=["ref discovery GET", "upload-pack POST"])
+def test_a_stall_is_retried_up_to_retry_attempts_wherever_it_happens(
+    ponos: Ponos, git_server: GitHTTPServer, pushed: tuple[str, str, list[str]], fault: str
+) -> None:
+    url, base, _ = pushed
+    git_server.faults = GitFaults(**{fault: 100}, stall_seconds=120)
+
+    result = ponos.run_trigger(
+        {"REPOSITORY_URL": url, "REPOSITORY_BEFORE": base, "GIT_STALL_TIMEOUT": "1", "RETRY_ATTEMPTS": "3"}
+    )
+
+    assert result.code == 1, result.output
+    # Each try stalls on its first request of that kind and ends there: one such request a try.
+    assert len([r for r in git_server.requests if STALLS[fault](r)]) == 3, git_server.requests
+    retries = [line for line in result.stderr.splitlines() if "retrying" in line]
+    assert len(retries) == 2 and all("operation too slow" in line.lower() for line in retries)
+    (line,) = error_lines(result.output)
+    assert "failed 3 times" in line and "Operation too slow" in line and "retry the task later" in line
+    assert ponos.children() == []
+
+
+def test_a_revision_whose_ref_discovery_stalls_is_retried(
+    ponos: Ponos, git_server: GitHTTPServer, pushed: tuple[str, str, list[str]]
+) -> None:
+    """Once taken for a host that cannot fetch by id (exit 2): a stall is a try to make again."""
+    url, _, commits = pushed
+    assert ponos.run_trigger({"REPOSITORY_URL": url, "REPOSITORY_BEFORE": commits[-2]}).code == 0
+    (task,) = ponos.children()
+    git_server.faults = GitFaults(stall_discovery=1, stall_seconds=120)
+    git_server.reset_counters()
+
+    result = ponos.run_child(task, {"GIT_STALL_TIMEOUT": "1"})
+
+    assert result.code == 0, result.output
+    assert git_server.faults.stall_discovery == 0
+    # The stalled try, the try again, then the fetch of the configuration files.
+    discoveries = [r for r in git_server.requests if STALLS["stall_discovery"](r)]
+    assert [r["bytes"] == 0 for r in discoveries] == [True, False, False], git_server.requests
+    retries = [line for line in result.stderr.splitlines() if "retrying" in line]
+    assert len(retries) == 1 and "try 1 of 5" in retries[0] and "operation too slow" in retries[0].lower()
 
 
 @pytest.mark.parametrize("fault", ["wrong token", "no such repository"])
@@ -412,7 +423,8 @@ def test_duplicate_slug_answer_counts_as_already_there(
     """A slug that another trigger created first: "already there", whether the server's 400 names the
     `slug` field (as assumed) or not (Django's unique-together form): the process is asked then."""
     url, base, commits = pushed
-    ponos.emulator.faults = Faults(duplicate_race_rate=0.5, seed=3, duplicate_error=shape)
+    ponos.emulator.faults = Faults(duplicate_race_rate=0.5, seed=3)
+    ponos.emulator.modes = Modes(duplicate_slug=shape)
 
     result = ponos.run_trigger({"REPOSITORY_URL": url, "REPOSITORY_BEFORE": base})
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
 from git_import.errors import ConfigError
-from git_import.git.repo import Commit
-from git_import.rules.plan import CREATED, EXISTING, FAILED, NEW, build_plan
+from git_import.rules.commit import Commit, parse_log_record
+from git_import.rules.plan import CREATED, EXISTING, FAILED, NEW, build_plan, clip
 from git_import.rules.selection import NEW_BRANCH, PUSH, REWRITTEN, Selection, select_push, select_target
 from git_import.rules.urls import (
     branch_and_tag,
@@ -29,6 +31,32 @@ def commit(n: int, summary: str | None = None) -> Commit:
         date=f"2026-01-01T00:00:{n:02d}+00:00",
         summary=summary or f"Change {n}",
     )
+
+
+# --- purity ----------------------------------------------------------------------------------------------
+
+
+def test_pure_rules_import_nothing_that_runs_a_process() -> None:
+    # A fresh interpreter: this one already holds subprocess and the git layer, imported by other tests.
+    code = (
+        "import sys\n"
+        "import git_import.rules.plan, git_import.rules.selection, git_import.rules.urls\n"
+        "print(' '.join(sorted(m for m in sys.modules if m in ('subprocess', 'socket') "
+        "or m == 'git_import.git' or m.startswith('git_import.git.'))))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.split() == []
+
+
+def test_log_record_parsing() -> None:
+    record = (
+        b"\n"
+        + "\x1f".join([commit(1).hash, "Ada Worker", "2026-01-01T00:00:01+00:00", "Fix a\x1fb"]).encode()
+    )
+    assert parse_log_record(record) == Commit(
+        commit(1).hash, "Ada Worker", "2026-01-01T00:00:01+00:00", "Fix a\x1fb"
+    )
+    assert parse_log_record(b"\n") is None
 
 
 # --- selection ---------------------------------------------------------------------------------------
@@ -169,6 +197,102 @@ def test_plan_table_shows_warnings_and_a_missing_ref() -> None:
     assert "Warning: history rewritten" in table
     assert "ref (none)" in table
     assert plan.to_json()["warnings"] == ["history rewritten: importing the target alone"]
+
+
+def wide_plan(states_existing: bool = True):  # type: ignore[no-untyped-def]
+    """A plan whose rows are as wide as they get: long author and summary, every state."""
+    long = "Describe the hello worker better, with a summary line far longer than any column"
+    commits = [
+        Commit(commit(n).hash, "Ada Lovelace, Worker of Many Names", commit(n).date, long) for n in (3, 2, 1)
+    ]
+    existing = {task_slug(commits[1].hash): "task-2"} if states_existing else {}
+    return plan_of(select_push(commits, max_revisions=2 if states_existing else 50), existing)
+
+
+def table_rows(table: str) -> list[str]:
+    return [line for line in table.splitlines() if line.startswith(commit(0).hash[:8])]
+
+
+def test_plan_table_without_a_width_is_not_cut_to_fit() -> None:
+    plan = wide_plan()
+    assert plan.render_table(None) == plan.render_table()
+    assert max(len(line) for line in plan.render_table().splitlines()) > 150
+
+
+@pytest.mark.parametrize("width", [200, 159, 120, 100, 90, 80, 76])
+def test_plan_table_fits_the_terminal(width: int) -> None:
+    plan = wide_plan()
+    table = plan.render_table(width)
+    assert all(len(line) <= width for line in table.splitlines()), table
+    rows = table_rows(table)
+    expected = [(commit(1), "left out"), (commit(2), "already there"), (commit(3), "new")]
+    assert len(rows) == len(expected)
+    for row, (c, state) in zip(rows, expected, strict=True):
+        # Never cut: the commit, the whole slug, the state.
+        assert row.split()[0] == c.hash[:10]
+        assert f"  {task_slug(c.hash)}  " in row
+        assert row.endswith(f"  {state}")
+
+
+def test_plan_table_shrinks_the_summary_then_the_author_and_marks_each_cut() -> None:
+    plan = wide_plan()
+    header = plan.render_table(159).splitlines()[3]
+    assert header.split() == ["COMMIT", "DATE", "AUTHOR", "SUMMARY", "TASK", "SLUG", "STATE"]
+    # The summary gives way first, to 24 characters; the author stays whole (up to its usual 20).
+    row = table_rows(plan.render_table(160 - 26))[0]
+    assert "  Ada Lovelace, Worke…  Describe the hello work…  " in row
+    # Then the author, to 8; then the summary again.
+    row = table_rows(plan.render_table(120))[0]
+    assert "  Ada Lov…  Describe the hello wo…  " in row
+    # Narrower, the date goes, then the author; the summary stays as long as 12 characters fit.
+    assert "AUTHOR" not in plan.render_table(90) and "DATE" not in plan.render_table(90)
+    assert "SUMMARY" in plan.render_table(90)
+    assert "Describe th…" in plan.render_table(88)  # commit, summary, slug, "already there", spaces
+    assert "SUMMARY" not in plan.render_table(87)
+
+
+def test_plan_table_of_new_revisions_keeps_a_summary_on_80_columns() -> None:
+    table = wide_plan(states_existing=False).render_table(80)
+    assert all(len(line) <= 80 for line in table.splitlines())
+    assert all("Describe th" in row and row.endswith("new") for row in table_rows(table))
+
+
+def test_plan_table_narrower_than_its_fixed_columns_cuts_none_of_them() -> None:
+    rows = table_rows(wide_plan().render_table(40))
+    assert [row.split() for row in rows] == [
+        [c.hash[:10], task_slug(c.hash), *state.split()]
+        for c, state in ((commit(1), "left out"), (commit(2), "already there"), (commit(3), "new"))
+    ]
+
+
+def test_plan_table_wraps_long_warnings_without_splitting_hashes() -> None:
+    warning = f"REPOSITORY_BEFORE {commit(4).hash} is no longer in the repository (history rewritten by a force push?): importing the target alone"
+    plan = build_plan(
+        repository_url="https://example.com/w.git",
+        ref=None,
+        target=commit(5).hash,
+        before=commit(4).hash,
+        paths=[],
+        selection=select_target(commit(5), REWRITTEN, warning),
+        existing={},
+    )
+    table = plan.render_table(80)
+    assert all(len(line) <= 80 for line in table.splitlines()), table
+    assert commit(4).hash in table and "Warning: REPOSITORY_BEFORE" in table
+
+
+@pytest.mark.parametrize(
+    ("text", "width", "clipped"),
+    [
+        ("Add the hello worker", 20, "Add the hello worker"),
+        ("Add the hello worker", 8, "Add the…"),
+        ("ab", 1, "…"),
+        ("ab", 0, ""),
+    ],
+)
+def test_clip_marks_a_cut_with_an_ellipsis(text: str, width: int, clipped: str) -> None:
+    assert clip(text, width) == clipped
+    assert len(clip(text, width)) <= width
 
 
 # --- slugs and URLs --------------------------------------------------------------------------------------

@@ -373,11 +373,11 @@ def test_push_range_is_read_down_to_before_without_asking_the_server_for_it(
         clone = Repo.clone(
             tmp_path / "c.git", git_server.url("workers.git"), env, branch="main", filter="tree:0"
         )
-        assert [c.hash for c in clone.first_parent_until(pushed[-1], base) or []] == pushed[::-1]
-        assert clone.first_parent_until(pushed[-1], pushed[0]) is not None
+        assert clone.has_commit(base) and clone.is_ancestor(base, pushed[-1])
+        assert [c.hash for c in clone.first_parent_log(pushed[-1], exclude=base)] == pushed[::-1]
         asked = len(git_server.requests)
-        # A `before` the clone lacks (history rewritten): not on the line, and never fetched on demand.
-        assert clone.first_parent_until(pushed[-1], "1" * 40) is None
+        # A `before` the clone lacks (history rewritten): known to be missing, never fetched on demand.
+        assert not clone.has_commit("1" * 40)
         assert len(git_server.requests) == asked
 
 
@@ -702,3 +702,100 @@ def test_ref_head_means_the_default_branch(
     (child,) = ponos.children()
     assert child["slug"] == f"import-{tip}"
     assert child["env"]["REPOSITORY_REF"] == "refs/heads/main"
+
+
+# --- selection on histories with merges (issue 15) -------------------------------------------------
+
+
+def merged_history(repo: RepoBuilder) -> dict[str, str]:
+    """main: base - m1 - merge(side) - m2 - merge2(side2) - m3, with side branches of two commits."""
+    marks: dict[str, str] = {"base": repo.commit("Initial commit", {"README.md": "# Workers\n"})}
+    marks["m1"] = repo.commit("Main 1", {"arkindex/hello.yml": worker_yaml("hello", "Hello", "1")})
+    for n in (1, 2):
+        repo.git("checkout", "--quiet", "-b", f"side{n}")
+        marks[f"s{n}a"] = repo.commit(f"Side {n} a", {f"side{n}.txt": "a"})
+        marks[f"s{n}b"] = repo.commit(f"Side {n} b", {f"side{n}.txt": "b"})
+        repo.git("checkout", "--quiet", "main")
+        marks[f"m{n + 1}"] = repo.commit(
+            f"Main {n + 1}", {"arkindex/hello.yml": worker_yaml("hello", "Hello", str(n + 1))}
+        )
+        repo.git("merge", "--quiet", "--no-ff", "--no-edit", f"side{n}")
+        marks[f"merge{n}"] = repo.head()
+    marks["m4"] = repo.commit("Main 4", {"arkindex/hello.yml": worker_yaml("hello", "Hello", "4")})
+    return marks
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ("base", None),  # a linear push over merges
+        ("s1a", None),  # `before` reached only through the first merge's second parent
+        ("s2b", None),  # the second side's tip
+        ("m1", "merge2"),  # AFTER below the tip
+        ("s1b", "m3"),  # both: `before` through a merge, AFTER not the tip
+    ],
+)
+def test_selection_is_git_rev_list_first_parent(
+    ponos: Ponos, repo: RepoBuilder, served: Callable[[], str], git_root: Path, before: str, after: str | None
+) -> None:
+    marks = merged_history(repo)
+    url = served()
+    env = {"REPOSITORY_URL": url, "REPOSITORY_REF": "main", "REPOSITORY_BEFORE": marks[before]}
+    target = marks[after] if after else marks["m4"]
+    if after:
+        env["REPOSITORY_AFTER"] = target
+
+    result = ponos.run_trigger(env)
+
+    assert result.code == 0, result.output
+    expected = subprocess.run(
+        [
+            "git",
+            f"--git-dir={git_root / 'workers.git'}",
+            "rev-list",
+            "--first-parent",
+            "--reverse",
+            target,
+            f"^{marks[before]}",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    assert expected, "the case selects nothing: it tests nothing"
+    assert [r["hash"] for r in ponos.plan()["revisions"]] == expected
+
+
+def test_tag_push_is_labelled_a_tag(ponos: Ponos, repo: RepoBuilder, served: Callable[[], str]) -> None:
+    history(repo, 2)
+    repo.tag("v1.0")
+    url = served()
+    result = ponos.run_trigger(
+        {"REPOSITORY_URL": url, "REPOSITORY_REF": "refs/tags/v1.0", "REPOSITORY_BEFORE": "0" * 40}
+    )
+    assert result.code == 0, result.output
+    assert "1 revision(s) chosen (new tag) on refs/tags/v1.0" in result.output
+    assert ponos.plan()["selection"] == "new tag"
+
+
+def test_one_log_line_per_created_task(ponos: Ponos, repo: RepoBuilder, served: Callable[[], str]) -> None:
+    """A process admin finds the task of a revision in the trigger's log: short hash, slug, task ID;
+    with LOG_FORMAT=json, as fields of their own."""
+    base = repo.commit("Initial commit", {"README.md": "# Workers\n"})
+    pushed = history(repo, 3)
+    url = served()
+    result = ponos.run_trigger({"REPOSITORY_URL": url, "REPOSITORY_BEFORE": base, "LOG_FORMAT": "json"})
+    assert result.code == 0, result.output
+    ids = {t["slug"]: t["id"] for t in ponos.children()}
+    lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    created = [line for line in lines if line["message"].endswith(")") and "created task" in line["message"]]
+    assert len(created) == 3
+    for commit in pushed:
+        line = next(line for line in created if line.get("revision") == commit)
+        assert line["slug"] == f"import-{commit}" and line["task_id"] == ids[f"import-{commit}"]
+        assert (
+            line["message"]
+            == f"revision {commit[:10]}: created task import-{commit} ({ids[f'import-{commit}']})"
+        )
+    closing = next(line for line in lines if line["message"].startswith("trigger done"))
+    assert closing["counts"]["created"] == 3 and "total" in closing["phases"]

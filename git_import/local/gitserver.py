@@ -107,12 +107,15 @@ class GitFaults:
       protocol v2 ``ls-refs`` answer) is not cut and does not consume the fault.
     * ``stall_next``: the next N upload-pack POST responses (protocol v2 ``ls-refs`` included) send
       their headers then nothing more until the server stops or ``stall_seconds`` pass, then close.
+    * ``stall_discovery``: the same, for the next N ref discovery GETs (``info/refs``): git reports
+      a stall there in other words than in a POST.
     """
 
     fail_next: int = 0
     drop_mid_pack: int = 0
     drop_after_bytes: int = 2048
     stall_next: int = 0
+    stall_discovery: int = 0
     stall_seconds: float = 30.0
 
 
@@ -222,7 +225,10 @@ class _Handler(BaseHTTPRequestHandler):
                 return
         upload_pack_post = self.command == "POST" and path.endswith("/git-upload-pack")
         if upload_pack_post and git._take_fault("stall_next"):
-            self._stall(git)
+            self._stall(git, "application/x-git-upload-pack-result")
+            return
+        if self.command == "GET" and path.endswith("/info/refs") and git._take_fault("stall_discovery"):
+            self._stall(git, "application/x-git-upload-pack-advertisement")
             return
         self._run_backend(git, path, query, user, may_drop=upload_pack_post)
 
@@ -286,9 +292,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         _shutdown_socket(self.connection)
 
-    def _stall(self, git: GitHTTPServer) -> None:
+    def _stall(self, git: GitHTTPServer, content_type: str) -> None:
         self.send_response(200)
-        self.send_header("Content-Type", "application/x-git-upload-pack-result")
+        self.send_header("Content-Type", content_type)
         self.send_header("Cache-Control", "no-cache")
         if self.request_version != "HTTP/1.0":
             self.send_header("Transfer-Encoding", "chunked")
@@ -812,7 +818,10 @@ def main(argv: list[str] | None = None) -> int:
     def interrupt(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
+    # Explicitly: a shell's background job or `nohup` starts it with SIGINT ignored, and Ctrl-C or a
+    # test's interrupt would then never reach it.
     signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
     server = GitHTTPServer(
         args.root, username=args.username, token=args.token, host=args.host, port=args.port
     )

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from git_import.git.repo import Commit
+from git_import.rules.commit import Commit
 
 PUSH = "push"  # the first-parent commits between `before` and the target
 NEW_BRANCH = "new branch"  # no usable `before`: the target alone
+NEW_TAG = "new tag"  # a tag push: the tagged commit alone
 REWRITTEN = "rewritten history"  # `before` is gone from the server: the target alone
 
 
@@ -29,3 +30,8 @@ def select_push(range_newest_first: list[Commit], max_revisions: int) -> Selecti
 def select_target(target: Commit, mode: str, warning: str | None = None) -> Selection:
     """Import the target commit alone (a new branch, or a `before` the server no longer has)."""
     return Selection(mode=mode, chosen=[target], warnings=[warning] if warning else [])
+
+
+def new_ref_mode(full_ref: str | None) -> str:
+    """How the target alone of a push with no `before` is labelled: a tag push is no new branch."""
+    return NEW_TAG if full_ref and full_ref.startswith("refs/tags/") else NEW_BRANCH

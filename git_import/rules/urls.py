@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from git_import.errors import ConfigError
 
@@ -25,81 +25,106 @@ def task_slug(commit: str) -> str:
     return f"{TASK_SLUG_PREFIX}{commit}"
 
 
+WHERE = "REPOSITORY_URL"
+_CREDENTIALS = (
+    f"{WHERE} holds credentials, which would leak into logs and the clone's configuration",
+    "remove them from the URL and set REPOSITORY_TOKEN (and REPOSITORY_USERNAME) instead",
+)
+
+
 def check_repository_url(url: str, *, allow_local: bool = False) -> str:
     """Return the URL git may clone, or raise :class:`ConfigError` for a URL that is unsafe or unusable."""
     url = url.strip()
-    where = "REPOSITORY_URL"
     if not url:
-        raise ConfigError(f"{where} is empty", hint="set it to the repository's clone URL")
-    if url.startswith("-"):
-        raise ConfigError(
-            f"{where} starts with '-', which git would read as an option",
-            hint="give an https:// or ssh:// clone URL",
-        )
-    if "::" in url.split("/", 1)[0]:
-        transport = url.split("::", 1)[0]
-        raise ConfigError(
-            f"{where} uses the '{transport}::' remote helper transport, which can run commands",
-            hint="give an https:// or ssh:// clone URL",
-        )
-    if _CONTROL_CHARS.search(url):
-        raise ConfigError(
-            f"{where} holds a control character or space",
-            hint="give the clone URL on one line, without spaces",
-        )
-    authority = url.split("://", 1)[1] if "://" in url else url
-    authority = re.split(r"[/?#]", authority, maxsplit=1)[0]
-    if "@" in authority and ":" in authority.rsplit("@", 1)[0]:
-        # user:password@host, with or without a scheme (`user:pw@host:path` is not scp-like).
-        raise ConfigError(
-            f"{where} holds credentials, which would leak into logs and the clone's configuration",
-            hint="remove them from the URL and set REPOSITORY_TOKEN (and REPOSITORY_USERNAME) instead",
-        )
+        raise ConfigError(f"{WHERE} is empty", hint="set it to the repository's clone URL")
+    _refuse_injection(url)
+    _refuse_credentials(url)
     split = urlsplit(url)
     # Without `://`, `host:path` is git's scp-like syntax, not a scheme.
     scheme = split.scheme.lower() if "://" in url else ""
-    if scheme in ("http", "https", "ssh") and (split.query or split.fragment):
-        raise ConfigError(
-            f"{where} has a query string or fragment, which could carry credentials and would leak into logs",
-            hint="give the plain clone URL and set REPOSITORY_TOKEN for a private repository",
-        )
-    if scheme in ("http", "https"):
-        if "@" in split.netloc:
-            raise ConfigError(
-                f"{where} holds credentials, which would leak into logs and the clone's configuration",
-                hint="remove them from the URL and set REPOSITORY_TOKEN (and REPOSITORY_USERNAME) instead",
-            )
-        if not split.hostname:
-            raise ConfigError(
-                f"{where} has no host", hint="give a URL like https://gitlab.com/group/repo.git"
-            )
-        return url
-    if scheme == "ssh":
-        if split.password is not None:
-            raise ConfigError(
-                f"{where} holds a password, which would leak into logs",
-                hint="remove it from the URL; SSH access uses a key",
-            )
-        if not split.hostname:
-            raise ConfigError(f"{where} has no host", hint="give a URL like ssh://git@host/group/repo.git")
+    if scheme in ("http", "https", "ssh"):
+        _check_network_url(split, scheme)
         return url
     if scheme == "file" or (not scheme and not _SCP_LIKE.match(url)):
         if allow_local:
             return url
         raise ConfigError(
-            f"{where} is a local path or file:// URL, which is refused by default",
+            f"{WHERE} is a local path or file:// URL, which is refused by default",
             hint="use the repository's https:// or ssh:// URL, or set REPOSITORY_ALLOW_LOCAL=1 for local testing",
         )
     if not scheme:
         match = _SCP_LIKE.match(url)
         assert match is not None
         if ":" in (match["user"] or ""):
-            raise ConfigError(f"{where} holds a password", hint="remove it from the URL")
+            raise ConfigError(f"{WHERE} holds a password", hint="remove it from the URL")
         return url
     raise ConfigError(
-        f"{where} uses the unsupported scheme '{scheme}://'",
+        f"{WHERE} uses the unsupported scheme '{scheme}://'",
         hint="give an https://, http:// or ssh:// clone URL",
     )
+
+
+def _refuse_injection(url: str) -> None:
+    """What would make git run something else than a fetch: an option, a command-running transport."""
+    if url.startswith("-"):
+        raise ConfigError(
+            f"{WHERE} starts with '-', which git would read as an option",
+            hint="give an https:// or ssh:// clone URL",
+        )
+    if "::" in url.split("/", 1)[0]:
+        transport = url.split("::", 1)[0]
+        raise ConfigError(
+            f"{WHERE} uses the '{transport}::' remote helper transport, which can run commands",
+            hint="give an https:// or ssh:// clone URL",
+        )
+    if _CONTROL_CHARS.search(url):
+        raise ConfigError(
+            f"{WHERE} holds a control character or space",
+            hint="give the clone URL on one line, without spaces",
+        )
+
+
+def _refuse_credentials(url: str) -> None:
+    """user:password@host, with or without a scheme (`user:pw@host:path` is not scp-like)."""
+    authority = url.split("://", 1)[1] if "://" in url else url
+    authority = re.split(r"[/?#]", authority, maxsplit=1)[0]
+    if "@" in authority and ":" in authority.rsplit("@", 1)[0]:
+        raise ConfigError(_CREDENTIALS[0], hint=_CREDENTIALS[1])
+
+
+def _check_network_url(split: SplitResult, scheme: str) -> None:
+    if split.query or split.fragment:
+        raise ConfigError(
+            f"{WHERE} has a query string or fragment, which could carry credentials and would leak into logs",
+            hint="give the plain clone URL and set REPOSITORY_TOKEN for a private repository",
+        )
+    if scheme == "ssh" and split.password is not None:
+        raise ConfigError(
+            f"{WHERE} holds a password, which would leak into logs",
+            hint="remove it from the URL; SSH access uses a key",
+        )
+    if scheme != "ssh" and "@" in split.netloc:
+        raise ConfigError(_CREDENTIALS[0], hint=_CREDENTIALS[1])
+    if not split.hostname:
+        example = "ssh://git@host/group/repo.git" if scheme == "ssh" else "https://gitlab.com/group/repo.git"
+        raise ConfigError(f"{WHERE} has no host", hint=f"give a URL like {example}")
+
+
+def ssh_host(url: str) -> str | None:
+    """The host of an SSH remote (`ssh://` or scp-like) as known_hosts names it: `host`, or
+    `[host]:port` off port 22; None for any other URL."""
+    url = url.strip()
+    if "://" not in url:
+        match = _SCP_LIKE.match(url)
+        return match["host"] if match else None
+    split = urlsplit(url)
+    if split.scheme.lower() != "ssh" or not split.hostname:
+        return None
+    try:
+        port = split.port
+    except ValueError:  # not a port: git will say so
+        port = None
+    return f"[{split.hostname}]:{port}" if port and port != 22 else split.hostname
 
 
 def web_url(repository_url: str) -> str:

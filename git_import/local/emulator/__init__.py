@@ -4,6 +4,6 @@ Stdlib only (plus PyYAML to check imported worker configurations). Its API paths
 our [assumed] reconstruction of Arkindex's, kept in :mod:`git_import.local.emulator.schema`.
 """
 
-from git_import.local.emulator.server import Emulator, Faults
+from git_import.local.emulator.server import Emulator, Faults, Modes
 
-__all__ = ["Emulator", "Faults"]
+__all__ = ["Emulator", "Faults", "Modes"]

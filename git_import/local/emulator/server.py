@@ -1,11 +1,13 @@
 """An embedded, Arkindex-compatible HTTP server for tests, the demo and the benchmark.
 
-It speaks the subset of the Arkindex REST API described in ``CONTRACT.md`` §3 (the paths and
+It speaks the subset of the Arkindex REST API described in docs/arkindex-api.md (the paths and
 shapes are declared in :mod:`git_import.local.emulator.schema`), over real HTTP on a local port, so that
 the real ``arkindex-client`` can talk to it. State lives in memory behind one lock.
 
 Faults (errors, dropped connections, latency, a racing concurrent trigger) can be injected at
 random through :class:`Faults` or deterministically through :meth:`Emulator.fail_next`.
+:class:`Modes` switch to behaviours seen on real Arkindex instances (which token the worker
+operations take, how duplicates are answered, unique tags, the page size).
 
 Admin endpoints, outside the OpenAPI schema, live under ``/_emulator/``:
 
@@ -16,6 +18,9 @@ Admin endpoints, outside the OpenAPI schema, live under ``/_emulator/``:
 - ``PATCH /_emulator/tasks/<id>``: body ``{"state": ...}``;
 - ``POST /_emulator/tokens``: answers ``{"token": ...}``, a user token (``Token`` scheme);
 - ``PUT /_emulator/faults``: any fields of :class:`Faults`; answers the faults in effect;
+- ``PUT /_emulator/modes``: any fields of :class:`Modes`; answers the modes in effect (an unknown
+  field or a wrong value: 400 and nothing changes);
+- ``GET /_emulator/faults``, ``GET /_emulator/modes``: the faults, the modes in effect;
 - ``GET /_emulator/requests``: the accepted API requests.
 """
 
@@ -24,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import json
 import random
 import re
@@ -33,12 +39,13 @@ import sys
 import threading
 import time
 import traceback
+import typing
 import uuid
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import yaml
 
@@ -51,10 +58,21 @@ from git_import.local.emulator.schema import (
     openapi_schema,
 )
 
-__all__ = ["Emulator", "Faults"]
+__all__ = ["Emulator", "Faults", "Modes"]
 
 OPERATION_IDS = frozenset(op for op, _method, _path in OPERATIONS)
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: The operations ``Modes.task_token_on_workers = False`` closes to task tokens.
+WORKER_OPERATIONS = frozenset(
+    {
+        "CreateWorker",
+        "PartialUpdateWorker",
+        "ImportWorkerVersion",
+        "ListWorkerVersions",
+        "RetrieveWorkerVersion",
+        "PartialUpdateWorkerVersion",
+    }
+)
 
 # Arkindex/Ponos order of precedence of task states when computing a run's state.
 _STATE_PRECEDENCE = (
@@ -75,6 +93,21 @@ NOT_STRING = "Not a valid string."
 NOT_FOUND = {"detail": "Not found."}
 NOT_AUTHENTICATED = {"detail": "Authentication credentials were not provided."}
 INVALID_TOKEN = {"detail": "Invalid token."}
+PERMISSION_DENIED = {"detail": "You do not have permission to perform this action."}
+INVALID_PAGE = {"detail": "Invalid page."}
+
+TASK_RESPONSE_FIELDS = (
+    "id",
+    "process_id",
+    "slug",
+    "parents",
+    "image",
+    "command",
+    "env",
+    "run",
+    "depth",
+    "state",
+)
 
 
 def _compile(path: str) -> re.Pattern[str]:
@@ -91,16 +124,18 @@ class Faults:
     """Faults the emulator injects; mutable at runtime, all off by default."""
 
     error_rate: float = 0.0  # fraction of API requests answered with a 5xx
-    error_statuses: tuple = (500, 502, 503)
+    error_statuses: tuple[int, ...] = (500, 502, 503)
     latency: float = 0.0  # seconds added to every API request
     drop_rate: float = 0.0  # fraction of requests closed with no response, before processing
     drop_after_rate: float = 0.0  # fraction of write requests committed, then closed with no response
     duplicate_race_rate: float = 0.0  # CreateTask: another trigger creates the same slug just before
     create_task_delay: float = 0.0  # seconds added to each CreateTask, as a database would
-    # How a duplicate slug is answered: "field" ({"slug": [...]}, our assumption) or "non_field"
-    # (Django REST framework's unique-together form, which names no field), as another server may.
-    duplicate_error: str = "field"
-    operations: frozenset | None = None  # operationIds that error/drop/race faults apply to; None: all
+    operations: frozenset[str] | None = None  # operationIds that error/drop/race faults apply to; None: all
+    # Most random faults (error, drop, drop after) in a row for one request key: the operation plus the
+    # CreateTask slug (one revision's retries), or plus the path for other operations. The next request
+    # of that key goes through unfaulted; a request that goes through resets its count. None: no limit.
+    # It bounds the tries a client needs, so a benchmark with high fault rates can expect success.
+    max_streak: int | None = None
     seed: int | None = None
 
     def applies_to(self, operation: str) -> bool:
@@ -113,6 +148,95 @@ class Faults:
         return data
 
 
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _parse_fields(cls: type, body: dict[str, Any], what: str) -> dict[str, Any]:
+    """The fields of ``body`` for the dataclass ``cls``, each parsed by its declared type.
+
+    Raises ``ValueError`` or ``TypeError`` with a message naming the field, for the admin endpoints'
+    400 answers.
+    """
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(body) - set(names))
+    if unknown:
+        raise ValueError(f"Unknown {what} fields: {', '.join(unknown)}; known: {', '.join(names)}")
+    return {name: _parse_value(name, hints[name], value) for name, value in body.items()}
+
+
+def _parse_value(name: str, declared: Any, value: Any) -> Any:
+    args = typing.get_args(declared)
+    if type(None) in args:
+        if value is None:
+            return None
+        (declared,) = [arg for arg in args if arg is not type(None)]
+    origin = typing.get_origin(declared) or declared
+    if origin in (tuple, frozenset):
+        if not isinstance(value, list):
+            raise TypeError(f"{name}: expected a list, got {json.dumps(value)}")
+        item = typing.get_args(declared)[0]
+        return origin(_parse_value(f"{name} item", item, v) for v in value)
+    accepted = (int, float) if origin is float else (origin,)
+    # JSON true/false are Python bools, which are ints too: only a bool field takes them.
+    if not isinstance(value, accepted) or (isinstance(value, bool) and origin is not bool):
+        raise TypeError(f"{name}: expected {_TYPE_NAMES[origin]}, got {json.dumps(value)}")
+    return origin(value)
+
+
+#: The values each string field of :class:`Modes` takes.
+MODE_CHOICES: dict[str, tuple[str, ...]] = {
+    "version_duplicate": ("409", "400"),
+    "duplicate_slug": ("field", "non_field", "object", "conflict"),
+}
+
+
+@dataclasses.dataclass
+class Modes:
+    """Behaviours of real Arkindex instances the emulator can play; mutable at runtime.
+
+    Every default is the emulator's behaviour from before modes existed. Values are checked when set.
+    """
+
+    # False: the worker operations refuse a Ponos task token (403), as on instances where task-token
+    # authentication is opt-in per endpoint (Arkindex backend issues #1451, #1531); a user token works.
+    task_token_on_workers: bool = True
+    # A duplicate ImportWorkerVersion (same worker, same revision URL): "409" with the existing version's
+    # ID, or "400", the validation error of Arkindex up to 1.11.1, which names no version.
+    version_duplicate: str = "409"
+    # A CreateTask slug already in the process run: "field" ({"slug": [...]}, our assumption),
+    # "non_field" (Django REST framework's unique-together form), "object" (the standard error format,
+    # attr null) or "conflict" (409 with the existing task's ID).
+    duplicate_slug: str = "field"
+    # True: a tag belongs to at most one version of a worker (Arkindex backend issue #1775).
+    unique_tags: bool = False
+    page_size: int = 20  # ListWorkerVersions
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        _check_mode(name, value)
+        object.__setattr__(self, name, value)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@functools.cache
+def _mode_types() -> dict[str, Any]:
+    return typing.get_type_hints(Modes)
+
+
+def _check_mode(name: str, value: Any) -> None:
+    declared = _mode_types()
+    if name not in declared:
+        raise AttributeError(f"Unknown mode {name!r}; known: {', '.join(declared)}")
+    _parse_value(name, declared[name], value)
+    choices = MODE_CHOICES.get(name)
+    if choices is not None and value not in choices:
+        raise ValueError(f"{name}: expected one of {', '.join(choices)}, got {json.dumps(value)}")
+    if name == "page_size" and value < 1:
+        raise ValueError(f"page_size: expected an integer of at least 1, got {value}")
+
+
 class ApiError(Exception):
     """Answer the current request with ``status`` and the JSON ``body``."""
 
@@ -121,6 +245,21 @@ class ApiError(Exception):
         self.status = status
         self.body = body
         self.headers = headers or {}
+
+
+@dataclasses.dataclass
+class _Call:
+    """One API request, as an operation handler sees it."""
+
+    operation: str
+    method: str
+    path: str
+    params: dict[str, str]  # from the path
+    query: dict[str, str]
+    body: Any  # the parsed JSON object of a write, else None
+    scheme: str  # "Ponos" (a task token) or "Token" (a user token)
+    task_id: str | None  # the calling task, for the Ponos scheme
+    base_url: str  # "http://<host the client asked for>/"
 
 
 class _Drop(Exception):
@@ -152,6 +291,47 @@ def _json_type(value: Any) -> str:
 
 def _error_body(kind: str, detail: str, code: str = "error") -> dict[str, Any]:
     return {"type": kind, "errors": [{"attr": None, "code": code, "detail": detail}]}
+
+
+def _check_yaml(v: _Validator, text: str | None) -> None:
+    """A worker version's configuration must be a YAML mapping."""
+    if text is None:
+        return
+    try:
+        parsed = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        v.error("yaml", f"Invalid YAML: {exc}")
+        return
+    if not isinstance(parsed, dict):
+        v.error("yaml", "The YAML configuration must be a mapping.")
+
+
+def _paginate(call: _Call, items: list[Any], page_size: int) -> dict[str, Any]:
+    """One page of ``items`` as Django REST framework's PageNumberPagination answers it."""
+    pages = max(1, -(-len(items) // page_size))  # an empty list still has its first page
+    raw = call.query.get("page")
+    try:
+        number = 1 if raw is None else pages if raw == "last" else int(raw)
+    except ValueError:
+        raise ApiError(404, INVALID_PAGE) from None
+    if not 1 <= number <= pages:
+        raise ApiError(404, INVALID_PAGE)
+    start = (number - 1) * page_size
+    return {
+        "count": len(items),
+        "next": _page_link(call, number + 1) if number < pages else None,
+        "previous": _page_link(call, number - 1) if number > 1 else None,
+        "results": items[start : start + page_size],
+    }
+
+
+def _page_link(call: _Call, number: int) -> str:
+    """The request's own absolute URL on another page; page 1 is the URL without ``page``, as in DRF."""
+    query = {name: value for name, value in call.query.items() if name != "page"}
+    if number > 1:
+        query["page"] = str(number)
+    url = call.base_url + call.path.lstrip("/")
+    return f"{url}?{urlencode(sorted(query.items()))}" if query else url
 
 
 class _Validator:
@@ -307,7 +487,7 @@ class _Handler(BaseHTTPRequestHandler):
                 status, body = emulator._admin(self.command, path[len("/_emulator/") :], raw)
                 self._send(status, body)
             else:
-                status, body, headers = emulator._api(self.command, path, self.headers, raw)
+                status, body, headers = emulator._api(self.command, self.path, self.headers, raw)
                 self._send(status, body, headers)
         except _Drop:
             self._drop()
@@ -321,23 +501,32 @@ class _Handler(BaseHTTPRequestHandler):
 class Emulator:
     """An in-memory Arkindex-compatible server on a local port (see the module docstring)."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, faults: Faults | None = None) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        faults: Faults | None = None,
+        modes: Modes | None = None,
+    ) -> None:
         self.host = host
         self.port = port
         self.faults = faults if faults is not None else Faults()
+        self.modes = modes if modes is not None else Modes()
         self.requests: list[dict[str, Any]] = []
         self.stats: dict[str, int] = {
             "errors_injected": 0,
             "drops_injected": 0,
             "races_injected": 0,
             "rate_limited": 0,
+            "streaks_cut": 0,  # requests let through unfaulted by max_streak
         }
+        self._streaks: dict[str, int] = {}  # request key -> random faults in a row (see Faults.max_streak)
         self._lock = threading.RLock()
         self._processes: dict[str, dict[str, Any]] = {}
         self._tasks: dict[str, dict[str, Any]] = {}
         # Indexes, as a database would have: a process' tasks, and the unique (process, run, slug).
         self._process_tasks: dict[str, list[dict[str, Any]]] = {}
-        self._slugs: set[tuple[str, int, str]] = set()
+        self._slugs: dict[tuple[str, int, str], str] = {}
         self._workers: dict[str, dict[str, Any]] = {}
         self._versions: dict[str, dict[str, Any]] = {}
         self._task_tokens: dict[str, str] = {}  # token -> task id
@@ -462,7 +651,7 @@ class Emulator:
                 if parent is None or parent["process_id"] != process["id"]:
                     raise ValueError(f"Unknown parent task {parent_id} in process {process_id}")
                 parent_tasks.append(parent)
-            if self._slug_taken(process["id"], run, slug):
+            if self._slug_owner(process["id"], run, slug) is not None:
                 raise ValueError(f"A task with the slug {slug!r} already exists in run {run} of {process_id}")
             task = self._insert_task(
                 process,
@@ -579,8 +768,9 @@ class Emulator:
         public["env"].pop("ARKINDEX_TASK_TOKEN", None)
         return public
 
-    def _slug_taken(self, process_id: str, run: int, slug: str) -> bool:
-        return (process_id, run, slug) in self._slugs
+    def _slug_owner(self, process_id: str, run: int, slug: str) -> str | None:
+        """The ID of the task holding that slug in that process run, if any."""
+        return self._slugs.get((process_id, run, slug))
 
     def _insert_task(
         self,
@@ -613,7 +803,7 @@ class Emulator:
         }
         self._tasks[task["id"]] = task
         self._process_tasks.setdefault(process["id"], []).append(task)
-        self._slugs.add((process["id"], run, slug))
+        self._slugs[process["id"], run, slug] = task["id"]
         self._task_tokens[token] = task["id"]
         return task
 
@@ -630,8 +820,33 @@ class Emulator:
     def _roll(self, rate: float) -> bool:
         return rate > 0 and (rate >= 1 or self._random() < rate)
 
-    def _before(self, operation: str) -> None:
-        """Faults applied before processing: deterministic failures, drops, random errors."""
+    @staticmethod
+    def _fault_key(operation: str, path: str, raw: bytes) -> str:
+        """What ``Faults.max_streak`` counts on: a CreateTask slug (its retries), else the operation's path."""
+        if operation == "CreateTask":
+            with contextlib.suppress(ValueError):  # an invalid body is answered 400 later
+                body = json.loads(raw or b"null")
+                if isinstance(body, dict) and isinstance(body.get("slug"), str):
+                    return f"CreateTask {body['slug']}"
+        return f"{operation} {path}"
+
+    def _streak_spent(self, key: str) -> bool:
+        """Whether ``key`` had its ``max_streak`` faults in a row: spare it (caller holds the lock)."""
+        limit = self.faults.max_streak
+        return limit is not None and self._streaks.get(key, 0) >= limit
+
+    def _faulted(self, key: str) -> None:
+        self._streaks[key] = self._streaks.get(key, 0) + 1
+
+    def _passed(self, key: str) -> None:
+        """A request of ``key`` went through unfaulted: its streak starts over."""
+        with self._lock:
+            self._streaks.pop(key, None)
+
+    def _before(self, operation: str, key: str) -> None:
+        """Faults applied before processing: deterministic failures, drops, random errors.
+
+        ``fail_next`` failures are asked for one by one: ``max_streak`` neither spares nor counts them."""
         faults = self.faults
         with self._lock:
             queue = self._fail_next.get(operation)
@@ -649,11 +864,16 @@ class Emulator:
                 raise ApiError(status, body, headers)
             if not faults.applies_to(operation):
                 return
+            if self._streak_spent(key):
+                self.stats["streaks_cut"] += 1
+                return
             if self._roll(faults.drop_rate):
                 self.stats["drops_injected"] += 1
+                self._faulted(key)
                 raise _Drop()
             if self._roll(faults.error_rate):
                 self.stats["errors_injected"] += 1
+                self._faulted(key)
                 statuses = tuple(faults.error_statuses) or (500,)
                 status = statuses[int(self._random() * len(statuses)) % len(statuses)]
                 raise ApiError(status, _error_body("server_error", "Injected fault"))
@@ -661,57 +881,94 @@ class Emulator:
     # --- API ------------------------------------------------------------------------------------
 
     def _api(
-        self, method: str, path: str, headers: Any, raw: bytes
+        self, method: str, target: str, headers: Any, raw: bytes
     ) -> tuple[int, Any, dict[str, str] | None]:
-        operation = None
-        params: dict[str, str] = {}
+        url = urlsplit(target)
+        operation, params = self._route(method, url.path)
+        if self.faults.latency > 0:
+            time.sleep(self.faults.latency)
+        key = self._fault_key(operation, url.path, raw)
+        self._before(operation, key)
+        try:
+            return self._process(operation, method, url, params, headers, raw, key)
+        except ApiError:
+            self._passed(key)  # answered, if not with success: not a fault
+            raise
+
+    def _process(
+        self,
+        operation: str,
+        method: str,
+        url: Any,
+        params: dict[str, str],
+        headers: Any,
+        raw: bytes,
+        key: str,
+    ) -> tuple[int, Any, dict[str, str] | None]:
+        """Authenticate, run the operation, then the faults after processing."""
+        scheme, task_id = self._authenticate(headers.get("Authorization"))
+        self._check_permission(operation, scheme)
+        call = _Call(
+            operation=operation,
+            method=method,
+            path=url.path,
+            params=params,
+            # Django's QueryDict.get: the last value of a repeated name.
+            query={name: values[-1] for name, values in parse_qs(url.query, keep_blank_values=True).items()},
+            body=self._parse_body(raw) if method in WRITE_METHODS else None,
+            scheme=scheme,
+            task_id=task_id,
+            # Links in answers are absolute, on the host the client asked for, as Django builds them.
+            base_url=f"http://{headers.get('Host') or f'{self.host}:{self.port}'}/",
+        )
+        status, response = getattr(self, f"_op_{operation}")(call)
+        self._after(call, status, key)
+        return status, response, None
+
+    @staticmethod
+    def _route(method: str, path: str) -> tuple[str, dict[str, str]]:
+        """The operation and path parameters of a request; 404 or 405 if none."""
         allowed = []
         for pattern, route_method, route_operation in _ROUTES:
             match = pattern.match(path)
             if match:
-                allowed.append(route_method)
                 if route_method == method:
-                    operation, params = route_operation, match.groupdict()
-        if operation is None:
-            if allowed:
-                raise ApiError(
-                    405, {"detail": f'Method "{method}" not allowed.'}, {"Allow": ", ".join(allowed)}
-                )
-            raise ApiError(404, NOT_FOUND)
+                    return route_operation, match.groupdict()
+                allowed.append(route_method)
+        if allowed:
+            raise ApiError(405, {"detail": f'Method "{method}" not allowed.'}, {"Allow": ", ".join(allowed)})
+        raise ApiError(404, NOT_FOUND)
 
+    def _after(self, call: _Call, status: int, key: str) -> None:
+        """A committed write may still lose its answer (drop after); otherwise record the request."""
         faults = self.faults
-        if faults.latency > 0:
-            time.sleep(faults.latency)
-        self._before(operation)
-
-        auth_scheme, task_id = self._authenticate(headers.get("Authorization"))
-        body: Any = None
-        if method in WRITE_METHODS:
-            body = self._parse_body(raw)
-
-        handler = getattr(self, f"_op_{operation}")
-        status, response = handler(params, body, auth_scheme, task_id)
-
         with self._lock:
             if (
-                method in WRITE_METHODS
-                and faults.applies_to(operation)
+                call.method in WRITE_METHODS
+                and faults.applies_to(call.operation)
+                and not self._streak_spent(key)
                 and self._roll(faults.drop_after_rate)
             ):
                 self.stats["drops_injected"] += 1
+                self._faulted(key)
                 raise _Drop()
+            self._passed(key)
             self.requests.append(
                 {
-                    "operation": operation,
-                    "method": method,
-                    "path": path,
+                    "operation": call.operation,
+                    "method": call.method,
+                    "path": call.path,
                     "status": status,
-                    "body": copy.deepcopy(body),
-                    "auth_scheme": auth_scheme,
-                    "task_id": task_id,
+                    "body": copy.deepcopy(call.body),
+                    "auth_scheme": call.scheme,
+                    "task_id": call.task_id,
                 }
             )
-        return status, response, None
+
+    def _check_permission(self, operation: str, scheme: str) -> None:
+        """Django REST framework checks permissions before it reads the body or looks anything up."""
+        if operation in WORKER_OPERATIONS and scheme == "Ponos" and not self.modes.task_token_on_workers:
+            raise ApiError(403, PERMISSION_DENIED)
 
     def _authenticate(self, header: str | None) -> tuple[str, str | None]:
         if not header:
@@ -744,18 +1001,33 @@ class Emulator:
             )
         return body
 
-    def _op_RetrieveProcess(self, params: dict[str, str], body: Any, scheme: str, task_id: str | None):
-        process_id = _parse_uuid(params["id"])
+    def _op_RetrieveProcess(self, call: _Call) -> tuple[int, Any]:
+        process_id = _parse_uuid(call.params["id"])
         with self._lock:
             process = self._processes.get(process_id or "")
             if process is None:
                 raise ApiError(404, NOT_FOUND)
             return 200, self._process_view(process)
 
-    def _op_CreateTask(self, params: dict[str, str], body: dict[str, Any], scheme: str, task_id: str | None):
-        if scheme != "Ponos":
+    def _op_CreateTask(self, call: _Call) -> tuple[int, Any]:
+        if call.scheme != "Ponos":
             raise ApiError(403, {"detail": "Only Ponos tasks are allowed to create tasks."})
-        v = _Validator(body)
+        v = _Validator(call.body)
+        fields = self._validate_task_body(v)
+        if self.faults.create_task_delay > 0:
+            time.sleep(self.faults.create_task_delay)
+        with self._lock:
+            process = self._task_process(v, fields.pop("process_id"), call.task_id)
+            parents = self._task_parents(v, process, fields.pop("parent_ids"))
+            if v.errors:
+                raise ApiError(400, v.errors)
+            assert process is not None
+            return 201, self._create_child_task(process, parents, fields)
+
+    @staticmethod
+    def _validate_task_body(v: _Validator) -> dict[str, Any]:
+        """Check the body's own fields (no lookup); errors go to ``v``."""
+        body = v.body
         process_id = None
         if "process_id" not in body:
             v.error("process_id", REQUIRED)
@@ -765,11 +1037,14 @@ class Emulator:
             process_id = _parse_uuid(body["process_id"])
             if process_id is None:
                 v.error("process_id", "Must be a valid UUID.")
-        slug = v.string("slug", max_length=MAX_SLUG_LENGTH)
-        image = v.string("image", max_length=MAX_IMAGE_LENGTH)
-        command = v.string("command", required=False, nullable=True, allow_blank=True)
-        env = v.str_dict("env")
-        has_docker_socket = v.boolean("has_docker_socket", False)
+        fields = {
+            "process_id": process_id,
+            "slug": v.string("slug", max_length=MAX_SLUG_LENGTH),
+            "image": v.string("image", max_length=MAX_IMAGE_LENGTH),
+            "command": v.string("command", required=False, nullable=True, allow_blank=True),
+            "env": v.str_dict("env"),
+            "has_docker_socket": v.boolean("has_docker_socket", False),
+        }
         parent_ids: list[str] = []
         if "parents" not in body:
             v.error("parents", REQUIRED)
@@ -784,74 +1059,74 @@ class Emulator:
                     v.error("parents", "Must be a valid UUID.")
                 elif parsed not in parent_ids:
                     parent_ids.append(parsed)
+        fields["parent_ids"] = parent_ids
+        return fields
 
-        if self.faults.create_task_delay > 0:
-            time.sleep(self.faults.create_task_delay)
+    def _task_process(
+        self, v: _Validator, process_id: str | None, task_id: str | None
+    ) -> dict[str, Any] | None:
+        """The process to create a task in; only the caller's own (caller holds the lock)."""
+        if process_id is None:
+            return None
+        process = self._processes.get(process_id)
+        if process is None:
+            v.error("process_id", f'Invalid pk "{process_id}" - object does not exist.')
+        elif self._tasks[task_id]["process_id"] != process_id:
+            raise ApiError(403, {"detail": "You do not have permission to create tasks in this process."})
+        return process
 
-        with self._lock:
-            process = None
-            if process_id is not None:
-                process = self._processes.get(process_id)
-                if process is None:
-                    v.error("process_id", f'Invalid pk "{process_id}" - object does not exist.')
-                elif self._tasks[task_id]["process_id"] != process_id:
-                    raise ApiError(
-                        403, {"detail": "You do not have permission to create tasks in this process."}
-                    )
-            parents = []
-            for parent_id in parent_ids:
-                parent = self._tasks.get(parent_id)
-                if parent is None:
-                    v.error("parents", f'Invalid pk "{parent_id}" - object does not exist.')
-                elif process is not None and parent["process_id"] != process["id"]:
-                    v.error("parents", f"Task {parent_id} does not belong to process {process['id']}.")
-                else:
-                    parents.append(parent)
-            if parents and len({p["run"] for p in parents}) > 1:
-                v.error("parents", "All parents must be in the same run.")
-            if v.errors:
-                raise ApiError(400, v.errors)
-            assert process is not None and slug is not None and image is not None
-            run = parents[0]["run"]
-            if self.faults.duplicate_error == "non_field":
-                duplicate = {"non_field_errors": ["The fields process_id, run, slug must make a unique set."]}
+    def _task_parents(
+        self, v: _Validator, process: dict[str, Any] | None, parent_ids: list[str]
+    ) -> list[dict[str, Any]]:
+        """The parent tasks: existing, in the process, all in one run (caller holds the lock)."""
+        parents = []
+        for parent_id in parent_ids:
+            parent = self._tasks.get(parent_id)
+            if parent is None:
+                v.error("parents", f'Invalid pk "{parent_id}" - object does not exist.')
+            elif process is not None and parent["process_id"] != process["id"]:
+                v.error("parents", f"Task {parent_id} does not belong to process {process['id']}.")
             else:
-                duplicate = {"slug": [f"A task with the slug '{slug}' already exists in this process run."]}
-            if self._slug_taken(process["id"], run, slug):
-                raise ApiError(400, duplicate)
-            kwargs = {
-                "slug": slug,
-                "parents": parents,
-                "image": image,
-                "command": command,
-                "env": env,
-                "run": run,
-                "state": "unscheduled",
-                "has_docker_socket": has_docker_socket,
-            }
-            if self.faults.applies_to("CreateTask") and self._roll(self.faults.duplicate_race_rate):
-                # Another trigger of the same process created the same task just before us.
-                self._insert_task(process, **kwargs)
-                self.stats["races_injected"] += 1
-                raise ApiError(400, duplicate)
-            task = self._insert_task(process, **kwargs)
-            response = {
-                key: copy.deepcopy(task[key])
-                for key in (
-                    "id",
-                    "process_id",
-                    "slug",
-                    "parents",
-                    "image",
-                    "command",
-                    "env",
-                    "run",
-                    "depth",
-                    "state",
-                )
-            }
-            response["env"].pop("ARKINDEX_TASK_TOKEN", None)
-            return 201, response
+                parents.append(parent)
+        if parents and len({p["run"] for p in parents}) > 1:
+            v.error("parents", "All parents must be in the same run.")
+        return parents
+
+    def _duplicate_slug(self, slug: str, run: int, existing_id: str) -> ApiError:
+        """The answer to a slug already taken in the process run, in the form ``modes.duplicate_slug`` picks."""
+        mode = self.modes.duplicate_slug
+        if mode == "field":
+            return ApiError(
+                400, {"slug": [f"A task with the slug '{slug}' already exists in this process run."]}
+            )
+        if mode == "non_field":
+            return ApiError(
+                400, {"non_field_errors": ["The fields process_id, run, slug must make a unique set."]}
+            )
+        detail = f"A task with the slug {slug} already exists in run {run}."
+        if mode == "object":
+            return ApiError(400, _error_body("validation_error", detail, "unique"))
+        return ApiError(409, {**_error_body("client_error", detail, "unique"), "existing_id": existing_id})
+
+    def _create_child_task(
+        self, process: dict[str, Any], parents: list[dict[str, Any]], fields: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Insert the task unless its slug is taken; the CreateTask response (caller holds the lock)."""
+        run = parents[0]["run"]
+        slug = fields["slug"]
+        existing_id = self._slug_owner(process["id"], run, slug)
+        if existing_id is not None:
+            raise self._duplicate_slug(slug, run, existing_id)
+        kwargs = {**fields, "parents": parents, "run": run, "state": "unscheduled"}
+        if self.faults.applies_to("CreateTask") and self._roll(self.faults.duplicate_race_rate):
+            # Another trigger of the same process created the same task just before us.
+            raced = self._insert_task(process, **kwargs)
+            self.stats["races_injected"] += 1
+            raise self._duplicate_slug(slug, run, raced["id"])
+        task = self._insert_task(process, **kwargs)
+        response = {key: copy.deepcopy(task[key]) for key in TASK_RESPONSE_FIELDS}
+        response["env"].pop("ARKINDEX_TASK_TOKEN", None)
+        return response
 
     def _get_worker(self, worker_id: str) -> dict[str, Any]:
         worker = self._workers.get(_parse_uuid(worker_id) or "")
@@ -865,10 +1140,8 @@ class Emulator:
             raise ApiError(404, NOT_FOUND)
         return version
 
-    def _op_CreateWorker(
-        self, params: dict[str, str], body: dict[str, Any], scheme: str, task_id: str | None
-    ):
-        v = _Validator(body)
+    def _op_CreateWorker(self, call: _Call) -> tuple[int, Any]:
+        v = _Validator(call.body)
         name = v.string("name", max_length=100)
         worker_type = v.string("type", max_length=100)
         slug = v.string("slug", max_length=100)
@@ -896,12 +1169,10 @@ class Emulator:
             self._workers[worker["id"]] = worker
             return 201, dict(worker)
 
-    def _op_PartialUpdateWorker(
-        self, params: dict[str, str], body: dict[str, Any], scheme: str, task_id: str | None
-    ):
+    def _op_PartialUpdateWorker(self, call: _Call) -> tuple[int, Any]:
         with self._lock:
-            worker = self._get_worker(params["id"])
-        v = _Validator(body)
+            worker = self._get_worker(call.params["id"])
+        v = _Validator(call.body)
         changes = {}
         for field, allow_blank in (("name", False), ("type", False), ("description", True)):
             value = v.string(field, required=False, allow_blank=allow_blank)
@@ -913,75 +1184,81 @@ class Emulator:
             worker.update(changes)
             return 200, dict(worker)
 
-    def _op_ImportWorkerVersion(
-        self, params: dict[str, str], body: dict[str, Any], scheme: str, task_id: str | None
-    ):
+    def _op_ImportWorkerVersion(self, call: _Call) -> tuple[int, Any]:
         with self._lock:
-            worker = self._get_worker(params["id"])
-        v = _Validator(body)
-        yaml_text = v.string("yaml")
-        revision_url = v.string("revision_url")
-        docker_image_iid = v.string("docker_image_iid")
-        branch = v.string("branch", required=False, nullable=True)
-        tag = v.string("tag", required=False, nullable=True)
-        if yaml_text is not None:
-            try:
-                parsed = yaml.safe_load(yaml_text)
-            except yaml.YAMLError as exc:
-                v.error("yaml", f"Invalid YAML: {exc}")
-            else:
-                if not isinstance(parsed, dict):
-                    v.error("yaml", "The YAML configuration must be a mapping.")
+            worker = self._get_worker(call.params["id"])
+        v = _Validator(call.body)
+        fields = {
+            "yaml": v.string("yaml"),
+            "revision_url": v.string("revision_url"),
+            "docker_image_iid": v.string("docker_image_iid"),
+            "branch": v.string("branch", required=False, nullable=True),
+            "tag": v.string("tag", required=False, nullable=True),
+        }
+        _check_yaml(v, fields["yaml"])
         if v.errors:
             raise ApiError(400, v.errors)
         with self._lock:
             for version in self._versions.values():
-                if version["worker_id"] == worker["id"] and version["revision_url"] == revision_url:
-                    raise ApiError(
-                        409,
-                        {
-                            "type": "client_error",
-                            "errors": [
-                                {
-                                    "attr": None,
-                                    "code": "unique",
-                                    "detail": "A worker version already exists for this revision URL.",
-                                }
-                            ],
-                            "existing_id": version["id"],
-                        },
-                    )
+                if version["worker_id"] == worker["id"] and version["revision_url"] == fields["revision_url"]:
+                    raise self._duplicate_version(version)
+            self._check_tag_free(worker["id"], fields["tag"], None)
             version = {
                 "id": str(uuid.uuid4()),
                 "worker_id": worker["id"],
-                "revision_url": revision_url,
-                "docker_image_iid": docker_image_iid,
-                "yaml": yaml_text,
-                "branch": branch,
-                "tag": tag,
+                **{key: fields[key] for key in ("revision_url", "docker_image_iid", "yaml", "branch", "tag")},
                 "state": "available",
                 "created": _now(),
             }
             self._versions[version["id"]] = version
             return 201, dict(version)
 
-    def _op_RetrieveWorkerVersion(self, params: dict[str, str], body: Any, scheme: str, task_id: str | None):
-        with self._lock:
-            return 200, dict(self._get_version(params["id"]))
+    def _duplicate_version(self, existing: dict[str, Any]) -> ApiError:
+        """The answer to a second import of a revision, in the form ``modes.version_duplicate`` picks."""
+        if self.modes.version_duplicate == "400":
+            # Arkindex up to 1.11.1: a plain validation error, which names no version.
+            detail = "A worker version with this revision URL already exists for this worker."
+            return ApiError(400, _error_body("validation_error", detail, "unique"))
+        detail = "A worker version already exists for this revision URL."
+        return ApiError(409, {**_error_body("client_error", detail, "unique"), "existing_id": existing["id"]})
 
-    def _op_PartialUpdateWorkerVersion(
-        self, params: dict[str, str], body: dict[str, Any], scheme: str, task_id: str | None
-    ):
+    def _check_tag_free(self, worker_id: str, tag: str | None, version_id: str | None) -> None:
+        """With ``modes.unique_tags``, refuse a tag another version of the worker holds (caller holds the lock)."""
+        if tag is None or not self.modes.unique_tags:
+            return
+        for version in self._versions.values():
+            if version["worker_id"] == worker_id and version["tag"] == tag and version["id"] != version_id:
+                detail = f"A worker version with the tag {tag} already exists for this worker."
+                raise ApiError(
+                    400,
+                    {
+                        "type": "validation_error",
+                        "errors": [{"attr": ["tag"], "code": "unique", "detail": detail}],
+                    },
+                )
+
+    def _op_ListWorkerVersions(self, call: _Call) -> tuple[int, Any]:
         with self._lock:
-            version = self._get_version(params["id"])
-        v = _Validator(body)
+            worker = self._get_worker(call.params["id"])
+            versions = [dict(v) for v in reversed(self._versions.values()) if v["worker_id"] == worker["id"]]
+        return 200, _paginate(call, versions, self.modes.page_size)
+
+    def _op_RetrieveWorkerVersion(self, call: _Call) -> tuple[int, Any]:
+        with self._lock:
+            return 200, dict(self._get_version(call.params["id"]))
+
+    def _op_PartialUpdateWorkerVersion(self, call: _Call) -> tuple[int, Any]:
+        with self._lock:
+            version = self._get_version(call.params["id"])
+        v = _Validator(call.body)
         changes = {}
         for field in ("tag", "branch"):
-            if field in body:
+            if field in call.body:
                 changes[field] = v.string(field, required=False, nullable=True)
         if v.errors:
             raise ApiError(400, v.errors)
         with self._lock:
+            self._check_tag_free(version["worker_id"], changes.get("tag"), version["id"])
             version.update(changes)
             return 200, dict(version)
 
@@ -989,65 +1266,94 @@ class Emulator:
 
     def _admin(self, method: str, path: str, raw: bytes) -> tuple[int, Any]:
         path = path.strip("/")
+        if path.startswith("tasks/") and method == "PATCH":
+            handler, args = self._admin_patch_task, (path[len("tasks/") :], raw)
+        else:
+            name = self._ADMIN_ROUTES.get((method, path))
+            if name is None:
+                raise ApiError(404, NOT_FOUND)
+            handler, args = getattr(self, name), (raw,)
         try:
-            if path == "state" and method == "GET":
-                with self._lock:
-                    return 200, {
-                        "processes": [self._process_full(p) for p in self._processes.values()],
-                        "tasks": [self._task_public(t) for t in self._tasks.values()],
-                        "workers": copy.deepcopy(list(self._workers.values())),
-                        "versions": copy.deepcopy(list(self._versions.values())),
-                        "stats": dict(self.stats),
-                    }
-            if path == "requests" and method == "GET":
-                with self._lock:
-                    return 200, copy.deepcopy(self.requests)
-            if path == "processes" and method == "POST":
-                body = self._parse_body(raw)
-                allowed = {"name", "mode", "env", "corpus", "farm"}
-                return 201, self.create_process(**{k: v for k, v in body.items() if k in allowed})
-            if path == "tasks" and method == "POST":
-                body = self._parse_body(raw)
-                if "process_id" not in body:
-                    raise ApiError(400, {"process_id": [REQUIRED]})
-                allowed = {"slug", "parents", "image", "command", "env", "state", "run"}
-                kwargs = {k: v for k, v in body.items() if k in allowed}
-                return 201, self.create_task(body["process_id"], **kwargs)
-            if path.startswith("tasks/") and method == "PATCH":
-                body = self._parse_body(raw)
-                task_id = path[len("tasks/") :]
-                self.set_task_state(task_id, body.get("state", ""))
-                with self._lock:
-                    return 200, self._task_public(self._tasks[task_id])
-            if path == "tokens" and method == "POST":
-                return 201, {"token": self.create_user_token()}
-            if path == "faults" and method == "PUT":
-                return 200, self._update_faults(self._parse_body(raw))
-            if path == "faults" and method == "GET":
-                return 200, self.faults.to_json()
+            return handler(*args)
         except (ValueError, TypeError) as exc:
             raise ApiError(400, {"detail": str(exc)}) from None
         except KeyError as exc:
             raise ApiError(404, {"detail": f"Not found: {exc}"}) from None
-        raise ApiError(404, NOT_FOUND)
+
+    _ADMIN_ROUTES: dict[tuple[str, str], str] = {
+        ("GET", "state"): "_admin_state",
+        ("GET", "requests"): "_admin_requests",
+        ("POST", "processes"): "_admin_create_process",
+        ("POST", "tasks"): "_admin_create_task",
+        ("POST", "tokens"): "_admin_create_token",
+        ("PUT", "faults"): "_admin_put_faults",
+        ("GET", "faults"): "_admin_get_faults",
+        ("PUT", "modes"): "_admin_put_modes",
+        ("GET", "modes"): "_admin_get_modes",
+    }
+
+    def _admin_state(self, raw: bytes) -> tuple[int, Any]:
+        with self._lock:
+            return 200, {
+                "processes": [self._process_full(p) for p in self._processes.values()],
+                "tasks": [self._task_public(t) for t in self._tasks.values()],
+                "workers": copy.deepcopy(list(self._workers.values())),
+                "versions": copy.deepcopy(list(self._versions.values())),
+                "stats": dict(self.stats),
+            }
+
+    def _admin_requests(self, raw: bytes) -> tuple[int, Any]:
+        with self._lock:
+            return 200, copy.deepcopy(self.requests)
+
+    def _admin_create_process(self, raw: bytes) -> tuple[int, Any]:
+        body = self._parse_body(raw)
+        allowed = {"name", "mode", "env", "corpus", "farm"}
+        return 201, self.create_process(**{k: v for k, v in body.items() if k in allowed})
+
+    def _admin_create_task(self, raw: bytes) -> tuple[int, Any]:
+        body = self._parse_body(raw)
+        if "process_id" not in body:
+            raise ApiError(400, {"process_id": [REQUIRED]})
+        allowed = {"slug", "parents", "image", "command", "env", "state", "run"}
+        kwargs = {k: v for k, v in body.items() if k in allowed}
+        return 201, self.create_task(body["process_id"], **kwargs)
+
+    def _admin_patch_task(self, task_id: str, raw: bytes) -> tuple[int, Any]:
+        body = self._parse_body(raw)
+        self.set_task_state(task_id, body.get("state", ""))
+        with self._lock:
+            return 200, self._task_public(self._tasks[task_id])
+
+    def _admin_create_token(self, raw: bytes) -> tuple[int, Any]:
+        return 201, {"token": self.create_user_token()}
+
+    def _admin_put_faults(self, raw: bytes) -> tuple[int, Any]:
+        return 200, self._update_faults(self._parse_body(raw))
+
+    def _admin_get_faults(self, raw: bytes) -> tuple[int, Any]:
+        return 200, self.faults.to_json()
+
+    def _admin_put_modes(self, raw: bytes) -> tuple[int, Any]:
+        values = _parse_fields(Modes, self._parse_body(raw), "mode")
+        dataclasses.replace(self.modes, **values)  # checks the values together before any is set
+        for key, value in values.items():
+            setattr(self.modes, key, value)
+        return 200, self.modes.to_json()
+
+    def _admin_get_modes(self, raw: bytes) -> tuple[int, Any]:
+        return 200, self.modes.to_json()
 
     def _update_faults(self, body: dict[str, Any]) -> dict[str, Any]:
-        fields = {f.name for f in dataclasses.fields(Faults)}
-        unknown = sorted(set(body) - fields)
-        if unknown:
+        if "duplicate_error" in body:
             raise ValueError(
-                f"Unknown fault fields: {', '.join(unknown)}; known: {', '.join(sorted(fields))}"
+                'duplicate_error is now the mode duplicate_slug: PUT /_emulator/modes {"duplicate_slug": ...}'
             )
-        for key, value in body.items():
-            if key == "operations":
-                value = None if value is None else frozenset(value)
-                if value is not None and not value <= OPERATION_IDS:
-                    raise ValueError(f"Unknown operations: {', '.join(sorted(value - OPERATION_IDS))}")
-            elif key == "error_statuses":
-                value = tuple(int(s) for s in value)
-            elif key == "seed":
-                value = None if value is None else int(value)
-            else:
-                value = float(value)
+        values = _parse_fields(Faults, body, "fault")
+        operations = values.get("operations")
+        if operations is not None and not operations <= OPERATION_IDS:
+            raise ValueError(f"Unknown operations: {', '.join(sorted(operations - OPERATION_IDS))}")
+        # Every field is checked before any is set: a rejected request changes nothing.
+        for key, value in values.items():
             setattr(self.faults, key, value)
         return self.faults.to_json()
