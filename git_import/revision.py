@@ -9,14 +9,17 @@ by revision URL.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import tempfile
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from git_import import artifacts, logs, stop
 from git_import.arkindex import ArkindexAPI
 from git_import.errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, ConfigError, FatalError
 from git_import.git.repo import GitEnv, GitError, Repo, git_env_for
@@ -38,6 +41,7 @@ from git_import.settings import Settings
 logger = logging.getLogger(__name__)
 
 REPORT_FILE = "import-report.json"
+GRACE = 5.0  # seconds the registrations under way get to end after a stop signal
 
 
 def fetch_revision(settings: Settings, git_env: GitEnv, workdir: Path, url: str, commit: str) -> Repo:
@@ -187,42 +191,112 @@ def read_source(settings: Settings, source: Source, timings: Timings) -> Configu
 def register_all(
     settings: Settings, source: Source, workers: list[WorkerFile], report: dict[str, Any]
 ) -> None:
-    """Register every worker; a refusal of one worker is reported and the others go on. A refused
+    """Register every worker, WORKER_CONCURRENCY at once; the report lists them in the files' order,
+    as one after the other would. A refusal of one worker is reported and the others go on. A refused
     token (exit 2) stops the task: every other worker would be refused the same way."""
-    api = ArkindexAPI(settings)
+    api = ArkindexAPI(settings, pool_size=settings.worker_concurrency)
     repository = web_url(source.url)
-    short = source.commit[:10]
-    for worker in workers:
+
+    def register(worker: WorkerFile) -> dict[str, Any]:
         image = image_for(
             source.template, slug=worker.slug, commit=source.commit, ref_name=source.branch or source.tag
         )
-        try:
-            entry = register_worker(
-                api,
-                worker,
-                repository=repository,
-                rev_url=source.revision_url,
-                update_worker=settings.worker_update,
-                image=image,
-                branch=source.branch,
-                tag=source.tag,
-            )
-        except FatalError as exc:
-            if exc.exit_code == ConfigError.exit_code:
-                raise
-            report["errors"].append({"file": worker.path, "slug": worker.slug, "message": str(exc)})
-            logger.error("revision %s: worker %s (%s): %s", short, worker.slug, worker.path, exc)
-            continue
-        report["workers"].append(entry)
-        updated = f"; updated {'; '.join(entry['updated'])}" if entry["updated"] else ""
-        logger.info(
-            "revision %s: worker %s → version %s (%s%s)",
-            short,
-            worker.slug,
-            entry["version_id"],
-            entry["version"],
-            updated,
+        entry = register_worker(
+            api,
+            worker,
+            repository=repository,
+            rev_url=source.revision_url,
+            update_worker=settings.worker_update,
+            image=image,
+            branch=source.branch,
+            tag=source.tag,
         )
+        _log_registered(source.commit, entry)
+        return entry
+
+    try:
+        outcomes = _in_pool(register, workers, settings.worker_concurrency)
+    except _Interrupted as stopped:
+        _record(source.commit, workers, stopped.outcomes, report)
+        done = len(report["workers"])
+        raise stopped.signal.with_message(
+            f"{stopped.signal.message}: {done} of {len(workers)} workers registered; run the task again to "
+            "register the rest"
+        ) from None
+    _record(source.commit, workers, outcomes, report)
+
+
+class _Interrupted(Exception):
+    def __init__(self, signal: stop.Stopped, outcomes: list[Any]) -> None:
+        self.signal, self.outcomes = signal, outcomes
+
+
+def _in_pool(
+    register: Callable[[WorkerFile], dict[str, Any]], workers: list[WorkerFile], size: int
+) -> list[Any]:
+    """`register(worker)` for each worker, `size` at once; each outcome an entry, an error, or None (not
+    started: a refused token or a stop signal came first)."""
+    outcomes: list[Any] = [None] * len(workers)
+    halt = threading.Event()
+
+    def one(index: int) -> None:
+        if halt.is_set() or stop.requested():
+            return
+        try:
+            outcomes[index] = register(workers[index])
+        except FatalError as exc:
+            outcomes[index] = exc
+            if exc.exit_code == EXIT_CONFIG:
+                halt.set()
+
+    pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="register")
+    futures = [pool.submit(one, index) for index in range(len(workers))]
+    try:
+        wait(futures)
+    except stop.Stopped as exc:
+        # No worker starts now; those under way get a few seconds to end, so the report says what exists.
+        halt.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        wait(futures, timeout=GRACE)
+        raise _Interrupted(exc, list(outcomes)) from None
+    pool.shutdown()
+    return outcomes
+
+
+def _record(commit: str, workers: list[WorkerFile], outcomes: list[Any], report: dict[str, Any]) -> None:
+    """Put the outcomes in the report, in the files' order; raise a refused token's error (exit 2)."""
+    refused = None
+    for worker, outcome in zip(workers, outcomes, strict=True):
+        if isinstance(outcome, dict):
+            report["workers"].append(outcome)
+        elif isinstance(outcome, FatalError):
+            if outcome.exit_code == EXIT_CONFIG:
+                refused = refused or outcome
+                continue
+            report["errors"].append({"file": worker.path, "slug": worker.slug, "message": str(outcome)})
+            logger.error(
+                "revision %s: worker %s (%s): %s",
+                commit[:10],
+                worker.slug,
+                worker.path,
+                outcome,
+                extra=logs.fields(revision=commit, worker=worker.slug, file=worker.path),
+            )
+    if refused is not None:
+        raise refused
+
+
+def _log_registered(commit: str, entry: dict[str, Any]) -> None:
+    updated = f"; updated {'; '.join(entry['updated'])}" if entry["updated"] else ""
+    logger.info(
+        "revision %s: worker %s → version %s (%s%s)",
+        commit[:10],
+        entry["slug"],
+        entry["version_id"],
+        entry["version"],
+        updated,
+        extra=logs.fields(revision=commit, worker=entry["slug"], file=entry["file"]),
+    )
 
 
 def run_revision(settings: Settings) -> int:
@@ -237,6 +311,7 @@ def run_revision(settings: Settings) -> int:
         "workers": [],
         "errors": [],
     }
+    artifacts.check_writable(settings)  # before anything: the report must be written at the end
     try:
         source = check_source(settings)
         report["repository_url"], report["revision_url"] = source.url, source.revision_url
@@ -261,8 +336,10 @@ def run_revision(settings: Settings) -> int:
             with timings.phase("register"):
                 register_all(settings, source, config.workers, report)
             status = EXIT_FAILURE if report["errors"] else EXIT_OK
-    except FatalError as exc:
-        report["errors"].append({"file": None, "message": str(exc)})
+    except (FatalError, stop.Stopped) as exc:
+        report["errors"].append(
+            {"file": None, "message": exc.message if isinstance(exc, stop.Stopped) else str(exc)}
+        )
         raise
     finally:
         _write_report(settings, report)
@@ -296,8 +373,6 @@ def _summary(commit: str, report: dict[str, Any], timings: Timings, status: int)
 
 def _write_report(settings: Settings, report: dict[str, Any]) -> None:
     try:
-        folder = settings.artifacts_dir
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / REPORT_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+        artifacts.write_json(settings, REPORT_FILE, report)
     except OSError as exc:
         logger.warning("could not write %s: %s", REPORT_FILE, exc)

@@ -51,6 +51,7 @@ _FIXES: dict[str, str] = {
     "WORKER_UPDATE": "set WORKER_UPDATE to 1 or 0",
     "MAX_REVISIONS": "set MAX_REVISIONS to a whole number of at least 1",
     "FAN_OUT_CONCURRENCY": "set FAN_OUT_CONCURRENCY to a whole number from 1 to 32",
+    "WORKER_CONCURRENCY": "set WORKER_CONCURRENCY to a whole number from 1 to 32",
     "RETRY_ATTEMPTS": "set RETRY_ATTEMPTS to a whole number from 1 to 100",
     "RETRY_BASE_DELAY": "set RETRY_BASE_DELAY to a number of seconds from 0 to 30",
     "GIT_STALL_TIMEOUT": "set GIT_STALL_TIMEOUT to a whole number of seconds, at least 1",
@@ -298,6 +299,13 @@ class Settings(BaseSettings):
         le=env.FAN_OUT_CONCURRENCY.high,
         validation_alias="FAN_OUT_CONCURRENCY",
         description="How many `CreateTask` calls run at once.",
+    )
+    worker_concurrency: WholeNumber = Field(
+        env.WORKER_CONCURRENCY.default,
+        ge=env.WORKER_CONCURRENCY.low,
+        le=env.WORKER_CONCURRENCY.high,
+        validation_alias="WORKER_CONCURRENCY",
+        description="How many workers a revision task registers at once.",
     )
     # --- Robustness --------------------------------------------------------------------------
     git_stall_timeout: WholeNumber = Field(

@@ -190,3 +190,98 @@ def test_plan_file_is_whole(slow_process: tuple[Ponos, list[str]]) -> None:
     folder = Path(ponos.env["PONOS_DATA"]) / "current"
     assert [p.name for p in folder.iterdir()] == ["import-plan.json"]
     assert len(json.loads((folder / "import-plan.json").read_text())["revisions"]) == len(commits)
+
+
+# --- the revision task -----------------------------------------------------------------------------
+
+
+def many_workers(repo, git_root: Path, count: int) -> str:  # type: ignore[no-untyped-def]
+    """A served commit declaring `count` workers; returns its hash."""
+    from git_import.local.sample import worker_yaml
+
+    repo.commit(
+        "Workers",
+        {f"arkindex/w{i:02d}.yml": worker_yaml(f"w{i:02d}", f"W {i}", "A worker") for i in range(count)},
+    )
+    repo.publish(git_root / "workers.git")
+    return repo.head()
+
+
+def revision_env(ponos: Ponos, url: str, commit: str) -> dict[str, str]:
+    task = ponos.emulator.create_task(
+        ponos.process["id"],
+        slug=f"import-{commit}",
+        parents=[ponos.trigger["id"]],
+        command=f"arkindex-git-import revision {commit}",
+        env={"REPOSITORY_REVISION": commit, "REPOSITORY_REF": "refs/heads/main", "REPOSITORY_URL": url},
+    )
+    return {
+        **task["env"],
+        "PONOS_PROCESS": ponos.process["id"],
+        "PONOS_TASK": task["id"],
+        "PONOS_DATA": str(ponos.data),
+        "ARKINDEX_API_URL": ponos.emulator.url,
+        "RETRY_BASE_DELAY": "0.01",
+    }
+
+
+def test_sigterm_during_registration_as_pid_1(
+    emulator: Emulator,
+    repo,
+    git_root: Path,
+    git_server: GitHTTPServer,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    """The revision task stops between workers: those under way end, the report lists what was
+    registered and says what is left, exit 143; a second run registers the rest."""
+    commit = many_workers(repo, git_root, 12)
+    ponos = make_ponos(emulator, tmp_path / "data", {})
+    env = {**revision_env(ponos, git_server.url("workers.git"), commit), "WORKER_CONCURRENCY": "2"}
+    emulator.faults.latency = 0.15  # every API request: a registration of several seconds
+    tool = start_as_pid1(["revision", commit], env, tmp_path / "r.log")
+    wait_for(lambda: len(emulator.versions()) >= 2, "registration started")
+
+    exit_code, took = stop_and_wait(tool)
+
+    output = (tmp_path / "r.log").read_text()
+    assert exit_code == 143, output
+    assert took < STOP_WITHIN
+    report = json.loads((ponos.data / "current" / "import-report.json").read_text())
+    registered = len(report["workers"])
+    assert registered == len(emulator.versions())
+    assert 2 <= registered < 12
+    line = (
+        f"stopped by SIGTERM: {registered} of 12 workers registered; run the task again to register the rest"
+    )
+    assert line in output and report["errors"][-1]["message"] == line
+    emulator.faults.latency = 0.0
+    again = run_tool(["revision", commit], env)
+    assert again.code == 0, again.output
+    assert len(emulator.versions()) == 12
+
+
+def test_revision_with_a_read_only_data_folder(
+    emulator: Emulator,
+    repo,
+    git_root: Path,
+    git_server: GitHTTPServer,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    commit = many_workers(repo, git_root, 1)
+    ponos = make_ponos(emulator, tmp_path / "data", {})
+    env = revision_env(ponos, git_server.url("workers.git"), commit)
+    Path(env["PONOS_DATA"]).mkdir(parents=True, exist_ok=True)
+    requests_before = len(emulator.requests)
+    script = 'mount -t tmpfs -o ro,size=1m tmpfs "$PONOS_DATA" && exec "$0" -m git_import revision "$1"'
+    proc = subprocess.run(
+        ["unshare", "--mount", "sh", "-c", script, sys.executable, commit],
+        env={**clean_env(), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "PONOS_DATA" in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(emulator.requests) == requests_before

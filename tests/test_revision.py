@@ -561,3 +561,32 @@ def test_blobs_over_the_limit_are_sized_not_read(repo: RepoBuilder, tmp_path: Pa
 def test_blob_reader_reports_git_failing_midway(tmp_path: Path) -> None:
     with GitEnv() as env, pytest.raises(GitError, match=r"reading files failed: .*not a git repository"):
         list(Repo(tmp_path / "missing.git", env).read_blobs(["1" * 40]))
+
+
+def test_concurrent_registration_reports_as_one_after_the_other(
+    tmp_path: Path, repo: RepoBuilder, git_root: Path, git_server: GitHTTPServer
+) -> None:
+    """WORKER_CONCURRENCY registers several workers at once; the report and Arkindex end the same as
+    one worker after the other (the report in the files' order)."""
+    repo.commit(
+        "Workers",
+        {f"arkindex/w{i:02d}.yml": worker_yaml(f"w{i:02d}", f"W {i}", f"Worker {i}") for i in range(12)},
+    )
+    repo.publish(git_root / "workers.git")
+    commit = repo.head()
+    url = git_server.url("workers.git")
+    results = {}
+    for concurrency in ("1", "8"):
+        with Emulator() as emulator:
+            ponos = process_for(emulator, tmp_path, url, name=f"data{concurrency}")
+            task = revision_task(ponos, commit)
+            result = ponos.run_child(task, {"WORKER_CONCURRENCY": concurrency})
+            assert result.code == 0, result.output
+            report = report_of(ponos, task)
+            results[concurrency] = (
+                [(w["slug"], w["file"], w["version"], w["updated"]) for w in report["workers"]],
+                sorted((w["slug"], w["name"], w["description"]) for w in emulator.workers()),
+                sorted(v["revision_url"] for v in emulator.versions()),
+            )
+    assert results["1"] == results["8"]
+    assert [entry[0] for entry in results["8"][0]] == [f"w{i:02d}" for i in range(12)]

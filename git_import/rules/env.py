@@ -75,6 +75,7 @@ class Number:
 
 MAX_REVISIONS = Number(50, 1)
 FAN_OUT_CONCURRENCY = Number(4, 1, 32)
+WORKER_CONCURRENCY = Number(4, 1, 32)
 RETRY_ATTEMPTS = Number(5, 1, 100)
 RETRY_BASE_DELAY = Number(1.0, 0, 30)  # seconds
 GIT_STALL_TIMEOUT = Number(60, 1)  # seconds
