@@ -25,6 +25,7 @@ def check_writable(settings: Settings) -> Path:
         raise ConfigError(
             f"PONOS_DATA: cannot write the task's artifacts to {folder} ({reason})",
             hint="PONOS_DATA must be a writable folder; in the image, mount it writable by uid 1000",
+            settings=("PONOS_DATA",),
         ) from None
     return folder
 

@@ -14,7 +14,7 @@ import sys
 import traceback
 from typing import TYPE_CHECKING, NoReturn
 
-from git_import import __version__, stop
+from git_import import __version__, logs, stop
 from git_import.errors import EXIT_CONFIG, EXIT_FAILURE, FatalError
 from git_import.logs import setup_logging
 from git_import.redact import scrub
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         # One line: what is wrong, where, and how to fix it (the hint, in parentheses). The trigger
         # raises a setting or input error only before its first API write.
         nothing = "; nothing was created" if exc.exit_code == EXIT_CONFIG and command == "trigger" else ""
-        logger.error("%s%s", exc, nothing)
+        logger.error("%s%s", exc, nothing, extra=logs.fields(setting=list(exc.settings) or None))
         return exc.exit_code
     except stop.Stopped as exc:
         # Says what the stop left (the trigger's and the revision's own counts) and what to do next.

@@ -12,9 +12,10 @@ class FatalError(Exception):
 
     exit_code = EXIT_FAILURE
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    def __init__(self, message: str, *, hint: str | None = None, settings: tuple[str, ...] = ()) -> None:
         self.message = message
         self.hint = hint
+        self.settings = settings  # the settings it names, for the log line's `setting` field
         super().__init__(str(self))
 
     def __str__(self) -> str:

@@ -401,10 +401,13 @@ class Settings(BaseSettings):
                 "PONOS_WORKFLOW is set but PONOS_PROCESS is not: the Ponos agent no longer provides "
                 "PONOS_WORKFLOW since Arkindex merged workflows into processes",
                 hint="set PONOS_PROCESS (or ARKINDEX_PROCESS_ID) to the process UUID, or update the agent",
+                settings=(name,),
             )
         if len({_FIELD_OF[other] for other in group}) > 1:  # other settings, not other names of one
-            return ConfigError(f"neither {' nor '.join(group)} is set", hint=_FIXES[name])
-        return ConfigError(f"{name} is not set", hint=_MISSING_FIXES.get(name) or _FIXES[name])
+            return ConfigError(f"neither {' nor '.join(group)} is set", hint=_FIXES[name], settings=group)
+        return ConfigError(
+            f"{name} is not set", hint=_MISSING_FIXES.get(name) or _FIXES[name], settings=(name,)
+        )
 
     def _require(self, *groups: tuple[str, ...]) -> None:
         if problems := [self._not_set(group) for group in env.unset(groups, self._is_set)]:
@@ -477,11 +480,11 @@ def _invalid(exc: ValidationError) -> list[ConfigError]:
         if name in problems:
             continue
         if error["type"] == "setting":
-            problems[name] = ConfigError(error["ctx"]["line"])
+            problems[name] = ConfigError(error["ctx"]["line"], settings=(name,))
         else:
             reason = _reason(field, error) if field else error["msg"]
             problems[name] = ConfigError(
-                f"{name}: {reason}", hint=_FIXES.get(name, f"correct {name} or unset it")
+                f"{name}: {reason}", hint=_FIXES.get(name, f"correct {name} or unset it"), settings=(name,)
             )
     return list(problems.values())
 
@@ -509,7 +512,8 @@ def _one_error(problems: list[ConfigError]) -> ConfigError:
     if len(problems) == 1:
         return problems[0]
     listed = "; ".join(str(problem) for problem in problems)
-    return ConfigError(f"{len(problems)} settings are missing or invalid: {listed}")
+    names = tuple(name for problem in problems for name in problem.settings)
+    return ConfigError(f"{len(problems)} settings are missing or invalid: {listed}", settings=names)
 
 
 def load_settings(command: str | None = None, **overrides: Any) -> Settings:

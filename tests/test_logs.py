@@ -157,3 +157,21 @@ def test_fan_out_reports_progress_at_each_interval(
     assert progress == ["created 1/3", "created 2/3", "created 3/3"]
     assert not any("\r" in r.getMessage() for r in caplog.records)
     assert len(summary_lines([r.getMessage() for r in caplog.records])) == 1
+
+
+def test_json_error_lines_name_their_settings_as_a_field() -> None:
+    """A log shipper finds which settings an error is about without parsing the message."""
+    result = run_tool(
+        ["trigger"], {"REPOSITORY_URL": "https://example.com/r.git", "PONOS_TASK": "42", "LOG_FORMAT": "json"}
+    )
+    assert result.code == 2, result.output
+    lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    error = next(line for line in lines if line["level"] == "error")
+    assert set(error["setting"]) == {
+        "PONOS_TASK",
+        "PONOS_PROCESS",
+        "ARKINDEX_API_URL",
+        "ARKINDEX_TASK_TOKEN",
+        "ARKINDEX_API_TOKEN",
+    }
+    assert error["message"].startswith("4 settings are missing or invalid: PONOS_TASK: is not a valid UUID")

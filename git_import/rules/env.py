@@ -75,7 +75,9 @@ class Number:
 
 MAX_REVISIONS = Number(50, 1)
 FAN_OUT_CONCURRENCY = Number(4, 1, 32)
-WORKER_CONCURRENCY = Number(8, 1, 32)  # two short calls a worker: 8 keeps a 200-worker revision near 1 s at 20 ms a call
+WORKER_CONCURRENCY = Number(
+    8, 1, 32
+)  # two short calls a worker: 8 keeps a 200-worker revision near 1 s at 20 ms a call
 RETRY_ATTEMPTS = Number(5, 1, 100)
 RETRY_BASE_DELAY = Number(1.0, 0, 30)  # seconds
 GIT_STALL_TIMEOUT = Number(60, 1)  # seconds
