@@ -8,6 +8,7 @@ process lacks; `import-plan.json` says what became of each revision.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import sys
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from git_import import artifacts, logs, stop
 from git_import.early import CLONE_FILTER, EarlyClone, clone_depth
 from git_import.errors import EXIT_FAILURE, EXIT_OK, ConfigError, FatalError
-from git_import.git.repo import GitEnv, GitError, Repo, git_env_for
+from git_import.git.repo import Commit, GitEnv, GitError, Repo, git_env_for
 from git_import.logs import Timings
 from git_import.retry import with_retries
 from git_import.rules import selection as sel
@@ -335,7 +336,7 @@ def select(settings: Settings, repo: Repo, target: Target, paths: list[str]) -> 
     return sel.select_target(_tip(repo, target), sel.REWRITTEN, warning)
 
 
-def _tip(repo: Repo, target: Target) -> Any:
+def _tip(repo: Repo, target: Target) -> Commit:
     return repo.first_parent_log(target.commit, limit=1)[0]
 
 
@@ -411,8 +412,6 @@ def make_plan(settings: Settings, inputs: Inputs, prepared: Prepared) -> Plan:
 
 def print_plan(plan: Plan, fmt: str, out: TextIO) -> None:
     if fmt == "json":
-        import json
-
         out.write(json.dumps(plan.to_json(), indent=2, ensure_ascii=False) + "\n")
     else:
         width = shutil.get_terminal_size().columns if out.isatty() else None  # a pipe gets it whole

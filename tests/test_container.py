@@ -20,10 +20,25 @@ import pytest
 
 from git_import.local.emulator import Emulator
 from git_import.local.gitserver import GitFaults, GitHTTPServer
+from git_import.local.sample import RepoBuilder, worker_yaml
 
 from conftest import Ponos, clean_env, fast_history, group_members, make_ponos, run_tool, wait_for
 
 STOP_WITHIN = 15.0  # seconds: the issue's bound from the signal to the exit
+
+
+def run_with_read_only_data(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The tool with PONOS_DATA mounted read-only, in a private mount namespace (as a container's
+    read-only volume; root may write anywhere else, so permissions alone would not do)."""
+    Path(env["PONOS_DATA"]).mkdir(parents=True, exist_ok=True)
+    script = 'mount -t tmpfs -o ro,size=1m tmpfs "$PONOS_DATA" && exec "$@"'
+    return subprocess.run(
+        ["unshare", "--mount", "sh", "-c", script, "sh", sys.executable, "-m", "git_import", *args],
+        env={**clean_env(), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def start_as_pid1(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -152,16 +167,7 @@ def test_read_only_data_folder_is_refused_before_anything_is_created(
     line naming PONOS_DATA, exit 2, no task created, no traceback."""
     ponos, _ = slow_process
     ponos.emulator.faults.create_task_delay = 0.0
-    data = Path(ponos.env["PONOS_DATA"])
-    data.mkdir(parents=True, exist_ok=True)
-    script = 'mount -t tmpfs -o ro,size=1m tmpfs "$PONOS_DATA" && exec "$0" -m git_import trigger'
-    proc = subprocess.run(
-        ["unshare", "--mount", "sh", "-c", script, sys.executable],
-        env={**clean_env(), **ponos.env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_with_read_only_data(["trigger"], ponos.env)
 
     assert proc.returncode == 2, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if " ERROR " in line]
@@ -195,10 +201,8 @@ def test_plan_file_is_whole(slow_process: tuple[Ponos, list[str]]) -> None:
 # --- the revision task -----------------------------------------------------------------------------
 
 
-def many_workers(repo, git_root: Path, count: int) -> str:  # type: ignore[no-untyped-def]
+def many_workers(repo: RepoBuilder, git_root: Path, count: int) -> str:
     """A served commit declaring `count` workers; returns its hash."""
-    from git_import.local.sample import worker_yaml
-
     repo.commit(
         "Workers",
         {f"arkindex/w{i:02d}.yml": worker_yaml(f"w{i:02d}", f"W {i}", "A worker") for i in range(count)},
@@ -227,10 +231,10 @@ def revision_env(ponos: Ponos, url: str, commit: str) -> dict[str, str]:
 
 def test_sigterm_during_registration_as_pid_1(
     emulator: Emulator,
-    repo,
+    repo: RepoBuilder,
     git_root: Path,
     git_server: GitHTTPServer,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
 ) -> None:
     """The revision task stops between workers: those under way end, the report lists what was
     registered and says what is left, exit 143; a second run registers the rest."""
@@ -262,24 +266,16 @@ def test_sigterm_during_registration_as_pid_1(
 
 def test_revision_with_a_read_only_data_folder(
     emulator: Emulator,
-    repo,
+    repo: RepoBuilder,
     git_root: Path,
     git_server: GitHTTPServer,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
 ) -> None:
     commit = many_workers(repo, git_root, 1)
     ponos = make_ponos(emulator, tmp_path / "data", {})
     env = revision_env(ponos, git_server.url("workers.git"), commit)
-    Path(env["PONOS_DATA"]).mkdir(parents=True, exist_ok=True)
     requests_before = len(emulator.requests)
-    script = 'mount -t tmpfs -o ro,size=1m tmpfs "$PONOS_DATA" && exec "$0" -m git_import revision "$1"'
-    proc = subprocess.run(
-        ["unshare", "--mount", "sh", "-c", script, sys.executable, commit],
-        env={**clean_env(), **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_with_read_only_data(["revision", commit], env)
     assert proc.returncode == 2, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if " ERROR " in line]
     assert len(errors) == 1 and "PONOS_DATA" in errors[0], proc.stderr
