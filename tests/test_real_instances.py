@@ -35,6 +35,14 @@ USER_TOKEN_REFUSED = (
     "and worker versions)"
 )
 
+# A worker's tag taken by another version (not a bad input: exit 1), as the README's per-revision section
+# quotes it.
+TAG_TAKEN = (
+    "revision <hash>: worker <slug> (<file>): tag '<tag>' is already on another version of this worker: "
+    "Arkindex keeps a tag on one version per worker (<answer>) (remove the tag from the other version on "
+    "Arkindex, or move the Git tag back, then retry the task)"
+)
+
 
 def documented_messages() -> list[str]:
     """The token refusals the tests below check against the tool's output, as the README's per-revision
@@ -314,9 +322,11 @@ def test_tag_on_another_version_fails_that_worker_only(
 
     assert second.code == 1, second.output
     assert "Traceback" not in second.output
-    errors = [line for line in second.output.splitlines() if " ERROR " in line]
-    tag_line = next(line for line in errors if "'v1'" in line)
-    assert "worker hello" in tag_line and "another version" in tag_line
+    errors = [line.split(" ERROR ", 1)[1].strip() for line in second.output.splitlines() if " ERROR " in line]
+    values = {"<hash>": moved[:10], "<slug>": "hello", "<file>": "arkindex/hello.yml", "<tag>": "v1"}
+    (tag_line,) = [line for line in errors if "'v1'" in line]
+    taken = Documented(TAG_TAKEN, {**values, "<answer>": None})
+    assert taken.match(tag_line) is not None, f"{tag_line!r} is not the documented {TAG_TAKEN!r}"
     tagged = {v["revision_url"].rsplit("/", 1)[-1]: v["tag"] for v in emulator.versions()}
     assert tagged.get(base) == "v1"
     bye = [w for w in emulator.workers() if w["slug"] == "bye"]
