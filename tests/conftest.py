@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,39 @@ class Result:
     @property
     def output(self) -> str:
         return self.stdout + self.stderr
+
+
+@dataclass(frozen=True)
+class Documented:
+    """An error line as README.md's bad-input tables show it: `text`, with `<…>` for the parts that vary.
+
+    `values` says what each of those placeholders stands for in a test's run: its exact text, or None for
+    words that are not the tool's (git's, ssh's, the YAML parser's, Arkindex's answer), which match any
+    text. Text between `<` and `>` that `values` does not name is the tool's own, to match as it is.
+    """
+
+    text: str
+    values: Mapping[str, str | None] = field(default_factory=dict)
+
+    def match(self, line: str) -> dict[str, str] | None:
+        """What each free placeholder stands for in `line`, or None when `line` is not this message."""
+        if not self.values:
+            return {} if line == self.text else None
+        names = sorted(self.values, key=len, reverse=True)
+        groups = {name: f"v{i}" for i, name in enumerate(names)}
+        pattern, seen = [], set()
+        for i, part in enumerate(re.split(f"({'|'.join(map(re.escape, names))})", self.text)):
+            if i % 2 == 0:
+                pattern.append(re.escape(part))
+            elif (value := self.values[part]) is not None:
+                pattern.append(re.escape(value))
+            else:  # a placeholder seen twice stands for the same text twice
+                pattern.append(f"(?P={groups[part]})" if part in seen else f"(?P<{groups[part]}>.+)")
+                seen.add(part)
+        found = re.fullmatch("".join(pattern), line)
+        if found is None:
+            return None
+        return {name: found[group] for name, group in groups.items() if name in seen}
 
 
 def clean_env() -> dict[str, str]:

@@ -6,6 +6,7 @@ the README, which a test keeps in step.
 from __future__ import annotations
 
 import functools
+import re
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -32,6 +33,13 @@ URL_LOCAL = (
     "https:// or ssh:// URL, or set REPOSITORY_ALLOW_LOCAL=1 for local testing)"
 )
 MAX_REVISIONS = "MAX_REVISIONS: must be at least 1 (set MAX_REVISIONS to a whole number of at least 1)"
+# git refusing the clone, `{git}` what git said.
+GIT_REFUSED = (
+    "cloning the default branch: the Git server refused access ({git}) "
+    "(check REPOSITORY_TOKEN (a token with read access to the repository) and REPOSITORY_USERNAME)"
+)
+NOT_FOUND_HINT = "(check REPOSITORY_URL, and REPOSITORY_TOKEN for a private repository)"
+GIT_NOT_FOUND = "cloning the default branch: repository not found ({git}) " + NOT_FOUND_HINT
 SSH_KEY_FIX = (
     "(set REPOSITORY_SSH_KEY to the whole content of a private key file without a passphrase, such as a "
     "deploy key's, not the .pub file)"
@@ -50,30 +58,44 @@ def key_with_a_passphrase() -> str:
 
 @dataclass
 class Served:
-    """The repository the trigger is pointed at: `main` (3 commits) and `other` (1 commit off the first)."""
+    """The repository the trigger is pointed at: `main` (3 commits) and `other` (1 commit off the first),
+    served as is (`url`) and behind REPOSITORY_TOKEN (`private_url`)."""
 
     url: str
+    private_url: str
     main: list[str]
     other: str
     marker: Path  # a file that a command smuggled into a setting would create
+
+
+# The README's placeholders for the parts of a message that vary from run to run.
+PLACEHOLDERS = Served("<url>", "<url>", ["<hash>"] * 3, "<hash>", Path("<marker>"))
+PROCESS_PLACEHOLDER, GIT_PLACEHOLDER = "<uuid>", "<git's message>"
+GIT_SAID = "\0"  # stands for git's own words in a line to match
 
 
 @dataclass
 class Case:
     id: str
     env: Callable[[Served], dict[str, str]]
-    message: str  # the exact error line, `{placeholders}` filled from Served
+    # The exact error line before "; nothing was created", `{placeholders}` filled from Served, `{process}`
+    # the PONOS_PROCESS of the run, and `{git}` git's own words (any text).
+    message: str
     drop: tuple[str, ...] = ()  # settings of the Ponos environment to remove
 
-    def expected(self, served: Served) -> str:
-        return (
-            self.message.format(url=served.url, main=served.main, other=served.other)
-            + "; nothing was created"
+    def line(self, served: Served, process: str, git: str) -> str:
+        filled = self.message.format(
+            url=served.url, main=served.main, other=served.other, process=process, git=git
         )
+        return f"{filled}; nothing was created"
+
+    def matches(self, line: str, served: Served, process: str) -> bool:
+        parts = self.line(served, process, GIT_SAID).split(GIT_SAID)
+        return re.fullmatch("(.+)".join(map(re.escape, parts)), line) is not None
 
     def documented(self) -> str:
-        """The message as the README shows it, with `<…>` for the parts that vary."""
-        return self.message.format(url="<url>", main=["<hash>"] * 3, other="<hash>")
+        """The line as the README shows it, with `<…>` for the parts that vary."""
+        return self.line(PLACEHOLDERS, PROCESS_PLACEHOLDER, GIT_PLACEHOLDER)
 
 
 CASES = [
@@ -240,6 +262,33 @@ CASES = [
         "the repository is empty: it has no branch to import "
         "(push a commit to the repository, or check REPOSITORY_URL)",
     ),
+    Case(
+        "repository token wrong",
+        lambda s: {"REPOSITORY_URL": s.private_url, "REPOSITORY_TOKEN": "glpat-WRONG-token-1234"},
+        GIT_REFUSED,
+    ),
+    Case("repository token missing", lambda s: {"REPOSITORY_URL": s.private_url}, GIT_REFUSED),
+    Case(
+        "repository that does not exist",
+        lambda s: {"REPOSITORY_URL": s.url.replace("workers.git", "nope.git")},
+        GIT_NOT_FOUND,
+    ),
+    Case(
+        "local repository that does not exist",
+        lambda s: {
+            "REPOSITORY_URL": str(s.marker.parent / "served" / "nope.git"),
+            "REPOSITORY_ALLOW_LOCAL": "1",
+        },
+        GIT_NOT_FOUND,
+    ),
+    Case(
+        "file:// URL of a repository that does not exist",
+        lambda s: {
+            "REPOSITORY_URL": f"file://{s.marker.parent / 'served' / 'nope.git'}",
+            "REPOSITORY_ALLOW_LOCAL": "1",
+        },
+        GIT_NOT_FOUND,
+    ),
     Case("MAX_REVISIONS zero", lambda s: {"REPOSITORY_URL": s.url, "MAX_REVISIONS": "0"}, MAX_REVISIONS),
     Case("MAX_REVISIONS negative", lambda s: {"REPOSITORY_URL": s.url, "MAX_REVISIONS": "-5"}, MAX_REVISIONS),
     Case(
@@ -247,11 +296,36 @@ CASES = [
         lambda s: {"REPOSITORY_URL": s.url, "RETRY_ATTEMPTS": "0"},
         "RETRY_ATTEMPTS: must be from 1 to 100 (set RETRY_ATTEMPTS to a whole number from 1 to 100)",
     ),
+    Case(
+        "process unknown to Arkindex",
+        lambda s: {"REPOSITORY_URL": s.url, "PONOS_PROCESS": OTHER_UUID},
+        "process {process} was not found on Arkindex "
+        "(check PONOS_PROCESS and that the token can see that process)",
+    ),
+    Case(
+        "task token refused",
+        lambda s: {"REPOSITORY_URL": s.url, "ARKINDEX_TASK_TOKEN": "not-the-task-token"},
+        "retrieving process {process}: Arkindex refused ARKINDEX_TASK_TOKEN (Ponos) for RetrieveProcess "
+        "(HTTP 401: {{'detail': 'Invalid token.'}}) "
+        "(check ARKINDEX_TASK_TOKEN (or ARKINDEX_API_TOKEN) and that it belongs to this process)",
+    ),
 ]
 
 
+def documented_messages() -> list[str]:
+    """The error lines the cases check against the tool's output, as the README's trigger table shows
+    them (tests/test_readme_tables.py checks that every row of the table is one of them)."""
+    return [case.documented() for case in CASES]
+
+
 @pytest.fixture
-def served(repo: RepoBuilder, git_root: Path, git_server: GitHTTPServer, tmp_path: Path) -> Served:
+def served(
+    repo: RepoBuilder,
+    git_root: Path,
+    git_server: GitHTTPServer,
+    private_git_server: GitHTTPServer,
+    tmp_path: Path,
+) -> Served:
     main = [
         repo.commit(f"Change {i}", {"arkindex/hello.yml": worker_yaml("hello", "Hello", f"V{i}")})
         for i in range(3)
@@ -260,8 +334,11 @@ def served(repo: RepoBuilder, git_root: Path, git_server: GitHTTPServer, tmp_pat
     other = repo.commit("Elsewhere", {"README.md": "# Elsewhere\n"})
     repo.git("checkout", "--quiet", "main")
     repo.publish(git_root / "workers.git")
+    repo.publish(private_git_server.root / "workers.git")
     subprocess.run(["git", "init", "--quiet", "--bare", str(git_root / "empty.git")], check=True)
-    return Served(git_server.url("workers.git"), main, other, tmp_path / "pwned")
+    return Served(
+        git_server.url("workers.git"), private_git_server.url("workers.git"), main, other, tmp_path / "pwned"
+    )
 
 
 def error_lines(result: Result) -> list[str]:
@@ -286,7 +363,12 @@ def test_bad_input_is_one_clear_line_exit_2_and_nothing_created(
 
     assert result.code == 2, result.output
     assert "Traceback" not in result.output
-    assert error_lines(result) == [case.expected(served)], result.output
+    lines = error_lines(result)
+    assert len(lines) == 1, result.output
+    assert "retrying" not in result.output
+    assert case.matches(lines[0], served, env.get("PONOS_PROCESS", "")), (
+        f"{lines[0]!r} is not the documented {case.documented()!r}"
+    )
     assert_nothing_created(ponos)
     assert not served.marker.exists(), "a command smuggled into a setting ran"
 
@@ -313,7 +395,7 @@ def test_a_mistyped_local_repository_is_not_found_whatever_its_form(
     missing = git_root / "nope.git"
     url = str(missing) if form == "path" else f"file://{missing}"
     env = {**ponos.env, "REPOSITORY_URL": url, "REPOSITORY_ALLOW_LOCAL": "1"}
-    hint = "(check REPOSITORY_URL, and REPOSITORY_TOKEN for a private repository)"
+    hint = NOT_FOUND_HINT
 
     trigger = run_tool(["trigger"], env)
     assert_nothing_created(ponos)
@@ -333,7 +415,7 @@ def test_a_mistyped_local_repository_is_not_found_whatever_its_form(
 def test_every_bad_input_is_documented_with_its_message() -> None:
     doc = DOC.read_text()
     for case in CASES:
-        assert case.documented() in doc, f"the README lacks the message of {case.id!r}"
+        assert f"`{case.documented()}`" in doc, f"the README lacks the message of {case.id!r}"
 
 
 # --- every missing or invalid setting in one run ----------------------------------------------------

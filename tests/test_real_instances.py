@@ -20,9 +20,43 @@ from git_import.local.emulator import Emulator, Faults
 from git_import.local.gitserver import GitHTTPServer
 from git_import.local.sample import RepoBuilder, worker_yaml
 
-from conftest import Ponos, clean_env, make_ponos, run_tool
+from conftest import Documented, Ponos, Result, clean_env, make_ponos, run_tool
 
-USER_TOKEN_NOTE = "ARKINDEX_API_TOKEN"
+# Arkindex refusing a token on worker registration: the whole line, as the README's per-revision table
+# shows it (`<answer>` is Arkindex's).
+TASK_TOKEN_REFUSED = (
+    "creating or retrieving worker <slug>: Arkindex refused ARKINDEX_TASK_TOKEN (Ponos) for CreateWorker "
+    "(HTTP 403: <answer>) (set ARKINDEX_API_TOKEN in the process environment to a user token whose account "
+    "has the permission to create workers and worker versions)"
+)
+USER_TOKEN_REFUSED = (
+    "creating or retrieving worker <slug>: Arkindex refused ARKINDEX_API_TOKEN (Token) for CreateWorker "
+    "(HTTP 401: <answer>) (check ARKINDEX_API_TOKEN: its account needs the permission to create workers "
+    "and worker versions)"
+)
+
+# A worker's tag taken by another version (not a bad input: exit 1), as the README's per-revision section
+# quotes it.
+TAG_TAKEN = (
+    "revision <hash>: worker <slug> (<file>): tag '<tag>' is already on another version of this worker: "
+    "Arkindex keeps a tag on one version per worker (<answer>) (remove the tag from the other version on "
+    "Arkindex, or move the Git tag back, then retry the task)"
+)
+
+
+def documented_messages() -> list[str]:
+    """The token refusals the tests below check against the tool's output, as the README's per-revision
+    table shows them (tests/test_readme_tables.py checks that every row of the table is one of them)."""
+    return [TASK_TOKEN_REFUSED, USER_TOKEN_REFUSED]
+
+
+def assert_refusal(result: Result, documented: str) -> None:
+    """`result` has one ERROR line, the refusal the README documents."""
+    errors = [line.split(" ERROR ", 1)[1].strip() for line in result.output.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, result.output
+    found = Documented(documented, {"<slug>": None, "<answer>": None}).match(errors[0])
+    assert found is not None, f"{errors[0]!r} is not the documented {documented!r}"
+    assert found["<slug>"] in {"bye", "hello"}  # the worker whose registration was refused
 
 
 def served(repo: RepoBuilder, git_root: Path, git_server: GitHTTPServer, versions: int = 2) -> dict:
@@ -118,10 +152,7 @@ def test_task_token_refused_on_worker_operations_stops_with_exit_2(
     result = run_tool(["revision", commit], revision_env(ponos, pushed["url"], commit))
 
     assert result.code == 2, result.output
-    errors = [line for line in result.output.splitlines() if " ERROR " in line]
-    assert len(errors) == 1, result.output
-    assert USER_TOKEN_NOTE in errors[0]
-    assert "permission to create workers and worker versions" in errors[0]
+    assert_refusal(result, TASK_TOKEN_REFUSED)
     assert "Traceback" not in result.output
     assert emulator.workers() == [] and emulator.versions() == []
 
@@ -137,7 +168,7 @@ def test_refused_user_token_says_to_check_its_permissions(
     result = run_tool(["revision", commit], env)
 
     assert result.code == 2, result.output
-    assert "Arkindex refused ARKINDEX_API_TOKEN (Token) for CreateWorker" in result.output
+    assert_refusal(result, USER_TOKEN_REFUSED)
     assert "not-a-token-of-this-instance" not in result.output
     assert emulator.workers() == []
 
@@ -291,9 +322,11 @@ def test_tag_on_another_version_fails_that_worker_only(
 
     assert second.code == 1, second.output
     assert "Traceback" not in second.output
-    errors = [line for line in second.output.splitlines() if " ERROR " in line]
-    tag_line = next(line for line in errors if "'v1'" in line)
-    assert "worker hello" in tag_line and "another version" in tag_line
+    errors = [line.split(" ERROR ", 1)[1].strip() for line in second.output.splitlines() if " ERROR " in line]
+    values = {"<hash>": moved[:10], "<slug>": "hello", "<file>": "arkindex/hello.yml", "<tag>": "v1"}
+    (tag_line,) = [line for line in errors if "'v1'" in line]
+    taken = Documented(TAG_TAKEN, {**values, "<answer>": None})
+    assert taken.match(tag_line) is not None, f"{tag_line!r} is not the documented {TAG_TAKEN!r}"
     tagged = {v["revision_url"].rsplit("/", 1)[-1]: v["tag"] for v in emulator.versions()}
     assert tagged.get(base) == "v1"
     bye = [w for w in emulator.workers() if w["slug"] == "bye"]

@@ -7,6 +7,7 @@ against real repositories served by `git http-backend` and the emulator, through
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from git_import.local.gitserver import GitHTTPServer
 from git_import.local.sample import RepoBuilder, worker_yaml
 from git_import.rules.configuration import MAX_FILE_SIZE
 
-from conftest import REPO_TOKEN, Ponos, Result, make_ponos
+from conftest import REPO_TOKEN, Documented, Ponos, Result, make_ponos
 
 TEMPLATE = "registry.example.com/{slug}/{hash}:{ref}-{short_hash}"
 
@@ -342,75 +343,198 @@ def alias_bomb() -> str:
     return worker_yaml("bomb", "Bomb") + "\n".join(lines) + "\n"
 
 
-BAD_INPUTS = {
-    "over 1 MiB": (
-        {"arkindex/big.yml": worker_yaml("big", "Big") + "# " + "x" * MAX_FILE_SIZE + "\n"},
-        {},
-        {},
-        [
-            "arkindex/big.yml: the file is",
-            "bytes, over the 1 MiB limit",
-            "keep worker configuration files small",
-        ],
+# The last line of a revision with bad files, as the README's per-revision section quotes it.
+CLOSING = (
+    "revision <hash>: nothing was registered: <n> configuration file(s) above are invalid "
+    "(fix the files named above and push again)"
+)
+GOOD = {"arkindex/aaa-good.yml": worker_yaml("good", "Good")}
+BIG = worker_yaml("big", "Big") + "# " + "x" * MAX_FILE_SIZE + "\n"
+LEGACY_INLINE = "  - slug: inline\n    name: Inline\n    type: classifier\n    description: docs/inline.md\n"
+
+
+@dataclass
+class BadInput:
+    id: str
+    files: dict[str, str | bytes]
+    # The error line as the README's per-revision table shows it: what follows `revision <hash>: ` for a
+    # bad file, the whole line for a bad setting.
+    message: Documented
+    symlinks: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)  # settings of the process
+    # A valid worker beside the bad input, which must not be registered either (a legacy `.arkindex.yml`
+    # holds its own where it can: a worker file of the current format would win over it).
+    beside: dict[str, str] = field(default_factory=lambda: dict(GOOD))
+
+
+BAD_INPUTS = [
+    BadInput(
+        "over 1 MiB",
+        {"arkindex/big.yml": BIG},
+        Documented(
+            "<file>: the file is <size> bytes, over the 1 MiB limit for a worker configuration file "
+            "(keep worker configuration files small; move large data out of them)",
+            {"<file>": "arkindex/big.yml", "<size>": str(len(BIG.encode()))},
+        ),
     ),
-    "alias bomb": (
+    BadInput(
+        "alias bomb",
         {"arkindex/bomb.yml": alias_bomb()},
-        {},
-        {},
-        ["arkindex/bomb.yml: the YAML expands", "(an alias bomb)", "remove the YAML anchors"],
+        Documented(
+            "<file>: the YAML expands to more than 100000 nodes through aliases (an alias bomb) "
+            "(remove the YAML anchors and aliases that multiply its content)",
+            {"<file>": "arkindex/bomb.yml"},
+        ),
     ),
-    "symlink": (
+    BadInput(
+        "symlink",
         {"shared/worker.yml": worker_yaml("linked", "Linked")},
-        {"arkindex/linked.yml": "../shared/worker.yml"},
-        {},
-        ["arkindex/linked.yml: the file is a symbolic link", "replace the link with the file itself"],
+        Documented(
+            "<file>: the file is a symbolic link; worker configuration files must be regular files "
+            "(replace the link with the file itself)",
+            {"<file>": "arkindex/linked.yml"},
+        ),
+        symlinks={"arkindex/linked.yml": "../shared/worker.yml"},
     ),
-    "invalid UTF-8": (
+    BadInput(
+        "invalid UTF-8",
         {"arkindex/latin1.yml": worker_yaml("latin", "Caf\xe9").encode("latin-1")},
-        {},
-        {},
-        ["arkindex/latin1.yml: the file is not valid UTF-8 at line 2, column 18", "save the file as UTF-8"],
+        Documented(
+            "<file>: the file is not valid UTF-8 at line <line>, column <column> (save the file as UTF-8)",
+            {"<file>": "arkindex/latin1.yml", "<line>": "2", "<column>": "18"},
+        ),
     ),
-    "duplicate slug": (
+    BadInput(
+        "YAML syntax error",
+        {"arkindex/broken.yml": "slug: [unclosed\n"},
+        Documented(
+            "<file>: invalid YAML at line <line>, column <column>: <what the YAML parser found> "
+            "(fix the YAML syntax there)",
+            {
+                "<file>": "arkindex/broken.yml",
+                "<line>": "2",
+                "<column>": "1",
+                "<what the YAML parser found>": None,
+            },
+        ),
+    ),
+    BadInput(
+        "not a mapping",
+        {"arkindex/list.yml": "- slug: one\n- slug: two\n"},
+        Documented(
+            "<file>: the file does not hold a YAML mapping (a worker) (write the worker's fields, such as "
+            "slug, display_name, type and description, as one YAML mapping)",
+            {"<file>": "arkindex/list.yml"},
+        ),
+    ),
+    BadInput(
+        "rejected by the validator",
+        {"arkindex/bad.yml": worker_yaml("bad", "Bad").replace("gpu_usage: disabled", "gpu_usage: always")},
+        Documented(
+            "<file>: the worker configuration is invalid: <field>: <what is wrong> (fix the fields named; "
+            "`worker-validator validate <file>`, from teklia-worker-configuration, checks it locally)",
+            {"<file>": "arkindex/bad.yml", "<field>": "gpu_usage", "<what is wrong>": None},
+        ),
+    ),
+    BadInput(
+        "duplicate slug",
         {"arkindex/one.yml": worker_yaml("same", "One"), "arkindex/two.yml": worker_yaml("same", "Two")},
-        {},
-        {},
-        ["arkindex/two.yml: the worker slug 'same' is declared by arkindex/one.yml too", "give each worker"],
+        Documented(
+            "<later file>: the worker slug '<slug>' is declared by <earlier file> too "
+            "(give each worker its own slug)",
+            {"<later file>": "arkindex/two.yml", "<slug>": "same", "<earlier file>": "arkindex/one.yml"},
+        ),
     ),
-    "unknown image placeholder": (
+    BadInput(
+        "legacy file without a workers list",
+        {".arkindex.yml": "version: 2\n"},
+        Documented(
+            ".arkindex.yml: no `workers` list found (write the version 2 format, with a `workers` list, "
+            "or move each worker to its own arkindex/<slug>.yml)"
+        ),
+        beside={},
+    ),
+    BadInput(
+        "legacy pattern outside the commit",
+        {
+            ".arkindex.yml": f"version: 2\nworkers:\n{LEGACY_INLINE}  - ../*.yml\n",
+            "docs/inline.md": "Inline.\n",
+        },
+        Documented(
+            ".arkindex.yml: the pattern '<pattern>' points outside the repository "
+            "(give a pattern relative to the repository's root)",
+            {"<pattern>": "../*.yml"},
+        ),
+        beside={},
+    ),
+    BadInput(
+        "legacy description outside the commit",
+        {
+            ".arkindex.yml": f"version: 2\nworkers:\n{LEGACY_INLINE}"
+            "  - slug: thief\n    name: Thief\n    type: classifier\n    description: /etc/hostname\n",
+            "docs/inline.md": "Inline.\n",
+        },
+        Documented(
+            ".arkindex.yml: worker <slug>: the description file '<path>' is outside the repository "
+            "(give a path relative to the repository's root)",
+            {"<slug>": "thief", "<path>": "/etc/hostname"},
+        ),
+        beside={},
+    ),
+    BadInput(
+        "legacy patterns that match no file",
+        {".arkindex.yml": "version: 2\nworkers:\n  - nowhere/*.yml\n"},
+        Documented(
+            ".arkindex.yml: its `workers` list declares no worker: its patterns match no file of the commit "
+            "(fix the patterns, or add the worker files they should name)"
+        ),
+        beside={},
+    ),
+    BadInput(
+        "unknown image placeholder",
         {"arkindex/hello.yml": worker_yaml("hello", "Hello")},
-        {},
-        {"WORKER_IMAGE_TEMPLATE": "registry.example.com/{slug}:{commit}"},
-        ["WORKER_IMAGE_TEMPLATE", "{commit}", "use only {slug}, {hash}, {short_hash} and {ref}"],
+        Documented(
+            "WORKER_IMAGE_TEMPLATE 'registry/{slug}:{commit}' uses unknown placeholder(s) {commit} "
+            "(use only {slug}, {hash}, {short_hash} and {ref}, without format specs; "
+            "write {{ and }} for literal braces)"
+        ),
+        env={"WORKER_IMAGE_TEMPLATE": "registry/{slug}:{commit}"},
     ),
-}
+]
 
 
-@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def documented_messages() -> list[str]:
+    """The error lines the bad-input cases check against the tool's output, as the README's per-revision
+    table shows them (tests/test_readme_tables.py checks that every row of the table is one of them)."""
+    return [case.message.text for case in BAD_INPUTS]
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS, ids=[case.id for case in BAD_INPUTS])
 def test_bad_input_exits_2_and_creates_nothing(case, emulator, tmp_path, repo, git_root, git_server):
-    files, symlinks, env, expected = BAD_INPUTS[case]
-    # A valid worker beside the bad input: it must not be registered either.
-    commit = repo.commit(
-        "Bad input", {"arkindex/aaa-good.yml": worker_yaml("good", "Good"), **files}, symlinks=symlinks
-    )
+    commit = repo.commit("Bad input", {**case.beside, **case.files}, symlinks=case.symlinks)
     repo.publish(git_root / "workers.git")
-    ponos = process_for(emulator, tmp_path, git_server.url("workers.git"), **env)
+    ponos = process_for(emulator, tmp_path, git_server.url("workers.git"), **case.env)
     task = revision_task(ponos, commit)
 
     result = ponos.run_child(task)
 
     assert result.code == 2, result.output
-    lines = [line for line in error_lines(result) if all(text in line for text in expected)]
-    assert len(lines) == 1, result.output
     assert "Traceback" not in result.output
+    lines = error_lines(result)
+    report = report_of(ponos, task)
+    if case.env:  # a bad setting: its one line, whole
+        assert len(lines) == 1, result.output
+        (line,) = lines
+    else:  # a bad file: its line, then the closing line saying nothing was registered and what to do
+        prefix = f"revision {commit[:10]}: "
+        assert len(lines) == 2 and lines[0].startswith(prefix), result.output
+        assert Documented(CLOSING, {"<hash>": commit[:10], "<n>": "1"}).match(lines[1]) is not None, lines[1]
+        line = lines[0].removeprefix(prefix)
+        assert [f"{e['file']}: {e['message']}" for e in report["errors"]] == [line]
+    assert case.message.match(line) is not None, f"{line!r} is not the documented {case.message.text!r}"
+    assert len(report["errors"]) == 1
     assert operations(emulator, "CreateWorker") == []
     assert emulator.workers() == [] and emulator.versions() == []
-    assert len(report_of(ponos, task)["errors"]) == 1
-    if not env:  # a bad file, not a setting: the last line says nothing was registered and what to do
-        assert error_lines(result)[-1].endswith(
-            "nothing was registered: 1 configuration file(s) above are invalid "
-            "(fix the files named above and push again)"
-        ), result.output
 
 
 def test_every_bad_file_of_a_commit_is_listed_in_one_run(emulator, tmp_path, repo, git_root, git_server):
@@ -455,10 +579,7 @@ def test_every_bad_file_of_a_commit_is_listed_in_one_run(emulator, tmp_path, rep
     ]
     for line, needle in zip(lines[:-1], needles, strict=True):
         assert needle in line, line
-    assert lines[-1] == (
-        f"revision {commit[:10]}: nothing was registered: 7 configuration file(s) above are invalid "
-        "(fix the files named above and push again)"
-    )
+    assert Documented(CLOSING, {"<hash>": commit[:10], "<n>": "7"}).match(lines[-1]) is not None, lines[-1]
     assert report["workers"] == []
     assert operations(emulator, "CreateWorker") == []
     assert emulator.workers() == [] and emulator.versions() == []

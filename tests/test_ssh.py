@@ -30,33 +30,38 @@ from git_import.rules import env
 from git_import.rules.urls import ssh_host
 from git_import.settings import SETTING_PREFIXES, load_settings
 
-from conftest import Ponos, Result, make_ponos
+from conftest import Documented, Ponos, Result, make_ponos
 
 pytestmark = pytest.mark.skipif(not sshd_available(), reason="sshd or ssh is missing (.ci/run installs them)")
 
-DOC = Path(__file__).resolve().parent.parent / "README.md"
-
-# The exact error lines, `{host}` as known_hosts names the server; the README shows `<host>` there.
+# The error lines, as the README's trigger table shows them.
 HOST_CHANGED = (
-    "cloning the default branch: the SSH host key of {host} does not match REPOSITORY_SSH_KNOWN_HOSTS "
+    "cloning the default branch: the SSH host key of <host> does not match REPOSITORY_SSH_KNOWN_HOSTS "
     "(check REPOSITORY_SSH_KNOWN_HOSTS: if the host's key was changed on purpose, give its new key there; "
     "otherwise the connection may be intercepted); nothing was created"
 )
 HOST_UNKNOWN = (
-    "cloning the default branch: REPOSITORY_SSH_KNOWN_HOSTS holds no key for {host} (add the host's "
+    "cloning the default branch: REPOSITORY_SSH_KNOWN_HOSTS holds no key for <host> (add the host's "
     "known_hosts line to REPOSITORY_SSH_KNOWN_HOSTS, checked against the fingerprint the host publishes); "
     "nothing was created"
 )
 KEY_REFUSED = (
-    "cloning the default branch: the Git server refused SSH access ({user}@{address}: Permission denied "
+    "cloning the default branch: the Git server refused SSH access (<user>@<host>: Permission denied "
     "(publickey).) (set REPOSITORY_SSH_KEY to a private key whose public key the Git server accepts, such "
     "as a deploy key with read access to the repository); nothing was created"
 )
-KEY_UNREADABLE = "cloning the default branch: ssh could not read the private key of REPOSITORY_SSH_KEY ("
-KEY_UNREADABLE_END = (
-    ") (set REPOSITORY_SSH_KEY to the whole content of a private key file without a passphrase); "
+KEY_UNREADABLE = (
+    "cloning the default branch: ssh could not read the private key of REPOSITORY_SSH_KEY (<ssh's reason>) "
+    "(set REPOSITORY_SSH_KEY to the whole content of a private key file without a passphrase); "
     "nothing was created"
 )
+
+
+def documented_messages() -> list[str]:
+    """The error lines the refusal tests below check against the tool's output, as the README's trigger
+    table shows them (tests/test_readme_tables.py checks that every row of the table is one of them)."""
+    return [HOST_CHANGED, HOST_UNKNOWN, KEY_REFUSED, KEY_UNREADABLE]
+
 
 # Records the argv of every git and ssh process, and the names of the variables of their environment
 # that hold a line of the key.
@@ -129,10 +134,6 @@ def error_lines(result: Result) -> list[str]:
 def accepted(server: SSHServer) -> int:
     """Connections the server let in so far."""
     return server.log().count("Accepted publickey")
-
-
-def documented(line: str, served: Served) -> str:
-    return line.replace(served.host, "<host>").replace(f"{served.server.user}@127.0.0.1", "<user>@<host>")
 
 
 # --- a whole import over SSH -----------------------------------------------------------------------
@@ -229,18 +230,18 @@ def test_a_host_key_that_does_not_match_is_one_line_naming_the_host(
         REPOSITORY_SSH_KEY=served.server.client_key,
         REPOSITORY_SSH_KNOWN_HOSTS=known,
     )
-    message = (HOST_CHANGED if case == "changed" else HOST_UNKNOWN).format(host=served.host)
+    message = Documented(HOST_CHANGED if case == "changed" else HOST_UNKNOWN, {"<host>": served.host})
 
     started = time.monotonic()
     result = ponos.run_trigger(env)
 
     assert time.monotonic() - started < 30
     assert result.code == 2, result.output
-    assert error_lines(result) == [message], result.output
+    (line,) = error_lines(result)
+    assert message.match(line) is not None, f"{line!r} is not {message}"
     assert "retrying" not in result.output
     assert accepted(served.server) == 0
     assert ponos.children() == [] and list((tmp_path / "tmp").iterdir()) == []
-    assert documented(message, served) in DOC.read_text()
 
 
 @pytest.mark.parametrize("case", ["missing", "another key"])
@@ -252,17 +253,17 @@ def test_a_refused_key_is_one_line_naming_repository_ssh_key(
         other = tmp_path / "refused_ed25519"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
         env["REPOSITORY_SSH_KEY"] = other.read_text()
-    message = KEY_REFUSED.format(user=served.server.user, address="127.0.0.1")
+    message = Documented(KEY_REFUSED, {"<user>": served.server.user, "<host>": "127.0.0.1"})
 
     started = time.monotonic()
     result = ponos.run_trigger(env)
 
     assert time.monotonic() - started < 30
     assert result.code == 2, result.output
-    assert error_lines(result) == [message], result.output
+    (line,) = error_lines(result)
+    assert message.match(line) is not None, f"{line!r} is not {message}"
     assert "retrying" not in result.output
     assert ponos.children() == [] and list((tmp_path / "tmp").iterdir()) == []
-    assert documented(message, served) in DOC.read_text()
 
 
 def test_a_key_ssh_cannot_read_is_one_line_naming_repository_ssh_key(
@@ -282,7 +283,7 @@ def test_a_key_ssh_cannot_read_is_one_line_naming_repository_ssh_key(
 
     assert result.code == 2, result.output
     (line,) = error_lines(result)
-    assert line.startswith(KEY_UNREADABLE) and line.endswith(KEY_UNREADABLE_END), line
+    assert Documented(KEY_UNREADABLE, {"<ssh's reason>": None}).match(line) is not None, line
     assert "git-import-auth-" not in line  # ssh names the key's file: the line does not
     assert "retrying" not in result.output
 
