@@ -365,15 +365,19 @@ def match_legacy_pattern(value: str, paths: Iterable[str]) -> list[str] | None:
 class _CommitFiles:
     """The commit's files (blobs by path, the legacy file left out), read when a pattern or a
     description names them, with the same safety checks as the current format's files; a bad one is
-    recorded in ``config`` and left out."""
+    recorded in ``config`` and left out. Each is read once (None: a bad one)."""
 
     tree: dict[str, TreeEntry]
     read: BlobReader
     config: Configuration
+    cache: dict[str, str | None] = field(default_factory=dict)
 
     def texts(self, paths: list[str]) -> dict[str, str]:
-        wanted = [self.tree[p] for p in dict.fromkeys(paths)]
-        return dict(_texts(self.config, wanted, self.read))
+        wanted = [p for p in dict.fromkeys(paths) if p not in self.cache]
+        if wanted:
+            read = dict(_texts(self.config, [self.tree[p] for p in wanted], self.read))
+            self.cache.update((p, read.get(p)) for p in wanted)
+        return {p: text for p in dict.fromkeys(paths) if (text := self.cache[p]) is not None}
 
 
 def read_legacy(
@@ -393,6 +397,8 @@ def read_legacy(
     tree = {e[3]: e for e in all_files() if e[1] == "blob" and e[3] != LEGACY_FILE}
     files = _CommitFiles(tree, read, config)
     definitions = _legacy_definitions(config, values, files)
+    # Every description in one read, not one a worker: each read may be a request to the server.
+    files.texts(_description_paths(definitions, files.tree))
     with tempfile.TemporaryDirectory(prefix="git-import-legacy-") as tmp:
         converter = _LegacyConverter(Path(tmp), files, config)
         for source, definition in definitions:
@@ -451,6 +457,17 @@ def _legacy_definitions(
                 f"a `workers` entry is a {type(value).__name__} (give a worker mapping or a glob pattern)",
             )
     return definitions
+
+
+def _description_paths(definitions: list[tuple[str, Any]], tree: dict[str, TreeEntry]) -> list[str]:
+    """The files of the commit the definitions name as descriptions: those the converter reads."""
+    paths = []
+    for _, definition in definitions:
+        description = definition.get("description") if isinstance(definition, dict) else None
+        inside = _safe_relative(description) if isinstance(description, str) else None
+        if inside is not None and inside in tree:
+            paths.append(inside)
+    return paths
 
 
 @dataclass
