@@ -531,21 +531,45 @@ class _LegacyConverter:
         return True
 
 
+def is_configuration_path(path: str) -> bool:
+    """Whether the revision task's listing (`git ls-tree REV arkindex/ .arkindex.yml`) holds `path`:
+    the legacy file, or an entry right in `arkindex/` (a file, a folder or a submodule)."""
+    return path == LEGACY_FILE or PurePosixPath(path).parent.as_posix() == CONFIG_DIR
+
+
+def configuration_format(entries: Iterable[TreeEntry]) -> str:
+    """ "current", "legacy" or "none": `arkindex/*.yml|yaml` wins over a legacy `.arkindex.yml`."""
+    paths = [e[3] for e in entries]
+    if any(_is_current_file(path) for path in paths):
+        return "current"
+    return "legacy" if LEGACY_FILE in paths else "none"
+
+
+def first_reads(entries: list[TreeEntry]) -> list[str]:
+    """The blobs :func:`read_configuration` asks its reader for first, all in one call: the current
+    format's files, or the legacy file (whose patterns and descriptions then name more). Links and
+    non-files are never read."""
+    fmt = configuration_format(entries)
+    if fmt == "none":
+        return []
+    wanted = (e for e in entries if (_is_current_file(e[3]) if fmt == "current" else e[3] == LEGACY_FILE))
+    return [oid for mode, kind, oid, _ in wanted if mode != SYMLINK_MODE and kind == "blob"]
+
+
 def read_configuration(
     entries: list[TreeEntry], all_files: Callable[[], list[TreeEntry]], read: BlobReader
 ) -> Configuration:
     """Pick the format: `arkindex/*.yml|yaml` wins over a legacy `.arkindex.yml` (dropped in Arkindex 1.12)."""
-    has_current = any(_is_current_file(e[3]) for e in entries)
-    has_legacy = any(e[3] == LEGACY_FILE for e in entries)
-    if has_current:
-        if has_legacy:
+    fmt = configuration_format(entries)
+    if fmt == "current":
+        if any(e[3] == LEGACY_FILE for e in entries):
             logger.info(
                 "both arkindex/ and %s exist: the current format wins, %s is ignored",
                 LEGACY_FILE,
                 LEGACY_FILE,
             )
         config = read_current(entries, read)
-    elif has_legacy:
+    elif fmt == "legacy":
         config = read_legacy(entries, all_files, read)
     else:
         return Configuration("none")
