@@ -27,7 +27,9 @@ Newer cases (not run by default; `--cases newer` runs them all, see bench/README
 - faulty-api: the trigger over a push of `--faulty-push` revisions against an emulator injecting
   errors and lost connections; every run checked to leave exactly one task a revision;
 - revision-many-workers: the revision task on one commit of `--workers` worker files, with
-  `--api-latency` on every API request.
+  `--api-latency` on every API request;
+- dryrun-all: `trigger --dry-run --format json` over the `--push` commits of trigger-all, which
+  also reads every revision's worker configuration (no Arkindex: no emulator).
 
 Then one profiling pass of the trigger (a `git` wrapper on PATH counts the git processes the tool
 starts; Python start-up and import time are timed separately). Figures go to
@@ -612,6 +614,30 @@ class Bench:
             )
         return m
 
+    def dry_run(self, push: Push, run: int, extra_env: dict[str, str] | None = None) -> Measure:
+        """`trigger --dry-run --format json` over the push: no Arkindex setting, so no emulator; each
+        run checks that the plan lists every revision of the push with its workers."""
+        env = {**base_env(), "IMPORT_IMAGE": IMPORT_IMAGE, **self.push_env(push, False), **(extra_env or {})}
+        argv = [sys.executable, "-m", "git_import", "trigger", "--dry-run", "--format", "json"]
+        m, out, err = measure("dryrun-all", run, argv, env, self.git)
+        m.phases = parse_timings(err)
+        try:
+            revisions = json.loads(out)["revisions"]
+        except (ValueError, KeyError):
+            m.fail_check("no JSON plan on stdout")
+            return m
+        m.tasks = len(revisions)  # here: revisions planned, each with its workers read
+        workers = [r.get("workers") for r in revisions]
+        m.notes = {
+            "revisions_with_workers": sum(1 for w in workers if w),
+            "revisions_with_an_invalid_file": sum(1 for w in workers if w and not all(x["valid"] for x in w)),
+        }
+        if m.tasks != push.expected["all"] or any(w is None for w in workers):
+            m.fail_check(
+                f"{m.tasks} revision(s) planned, {push.expected['all']} expected, each with its workers"
+            )
+        return m
+
     def many_workers(self, url: str, repo: Path, run: int) -> Measure:
         """The revision task on one commit of many workers, with latency on every API request; a fresh
         emulator each run, so that every worker and version is new."""
@@ -663,8 +689,8 @@ def python_startup(runs: int = 5) -> dict[str, Any]:
     return result
 
 
-def profile_git(bench: Bench, push: Push, paths: bool) -> dict[str, Any]:
-    """One trigger run with a `git` wrapper on PATH that records each git command the tool starts."""
+def profile_git(bench: Bench, case: str, run: Callable[[dict[str, str]], Measure]) -> dict[str, Any]:
+    """One run of `case` with a `git` wrapper on PATH that records each git command the tool starts."""
     wrap = CACHE / "gitwrap"
     wrap.mkdir(parents=True, exist_ok=True)
     real_git = shutil.which("git")
@@ -673,10 +699,9 @@ def profile_git(bench: Bench, push: Push, paths: bool) -> dict[str, Any]:
         f'#!/bin/sh\nprintf \'%s %s\\n\' "$(date +%s.%N)" "$*" >> "$BENCH_GIT_LOG"\nexec {real_git} "$@"\n'
     )
     script.chmod(0o755)
-    log_file = bench.work / f"git-{'paths' if paths else 'all'}.log"
+    log_file = bench.work / f"git-{case}.log"
     log_file.unlink(missing_ok=True)
-    env = {"PATH": f"{wrap}{os.pathsep}{os.environ.get('PATH', '')}", "BENCH_GIT_LOG": str(log_file)}
-    m = bench.trigger(push, paths, run=-1, extra_env=env)
+    m = run({"PATH": f"{wrap}{os.pathsep}{os.environ.get('PATH', '')}", "BENCH_GIT_LOG": str(log_file)})
     commands = []
     if log_file.exists():
         for line in log_file.read_text().splitlines():
@@ -858,7 +883,7 @@ def table(s: dict[str, dict[str, Any]]) -> str:
 CASES = ("trigger", "floor", "naive", "revision")  # the default: issue 4's cases
 HISTORY_TRIGGERS = ("history-linear", "history-after-not-tip", "history-before-via-merge")
 HISTORY_CASES = ("history-clone", *HISTORY_TRIGGERS)
-NEWER_CASES = (*HISTORY_CASES, "floor-fanout", "faulty-api", "revision-many-workers")
+NEWER_CASES = (*HISTORY_CASES, "floor-fanout", "faulty-api", "revision-many-workers", "dryrun-all")
 # Every case, in the order of a round and of the table ("revision": one revision@N a history).
 ORDER = (
     "trigger-all",
@@ -872,6 +897,7 @@ ORDER = (
     "revision-many-workers",
     *HISTORY_CASES,
     "faulty-api",
+    "dryrun-all",
 )
 GROUPS = {
     "trigger": ("trigger-all", "trigger-paths"),
@@ -883,7 +909,7 @@ GROUPS = {
 # A target compares a case with another: both run, interleaved, so that load hits both alike.
 COMPANIONS = {**dict.fromkeys(HISTORY_TRIGGERS, "history-clone"), "floor-fanout": "trigger-all"}
 # The cases on the push repository (--commits ...).
-PUSH_CASES = frozenset({*ORDER[:7], "faulty-api"})
+PUSH_CASES = frozenset({*ORDER[:7], "faulty-api", "dryrun-all"})
 # faulty-api: 30% of API requests answered 503, 5% of connections dropped before processing, 10% of
 # writes committed with their answer lost; never more than 4 faults in a row for one revision's
 # CreateTask (or one path of other operations), so the default 5 tries always suffice. Rolled in
@@ -1090,6 +1116,7 @@ def build_plan(bench: Bench, repos: Repos) -> tuple[list[Callable[[int], Measure
         log(f"history pushes (before, after, revisions): {history.pushes}")
     actions: dict[str, Callable[[int], Measure]] = {
         "trigger-all": lambda r: bench.trigger(push, False, r),
+        "dryrun-all": lambda r: bench.dry_run(push, r),
         "floor-all": lambda r: bench.floor(push, False, r),
         "floor-fanout": lambda r: bench.floor_fanout(push, r),
         "naive-all": lambda r: bench.naive(push, False, r),
@@ -1140,11 +1167,16 @@ def summary_order(measures: dict[str, list[Measure]]) -> list[str]:
 
 
 def run_profile(bench: Bench, push: Push | None, cases: list[str]) -> dict[str, Any]:
-    log("profiling: Python start-up and imports, git commands of one trigger run each")
+    log("profiling: Python start-up and imports, git commands of one run of each trigger case")
     profile: dict[str, Any] = {"python": python_startup()}
-    for case, paths in (("trigger-all", False), ("trigger-paths", True)):
+    runs: dict[str, Callable[[dict[str, str]], Measure]] = {
+        "trigger-all": lambda env: bench.trigger(push, False, run=-1, extra_env=env),
+        "trigger-paths": lambda env: bench.trigger(push, True, run=-1, extra_env=env),
+        "dryrun-all": lambda env: bench.dry_run(push, run=-1, extra_env=env),
+    }
+    for case, run in runs.items():
         if case in cases and push is not None:
-            profile[case] = profile_git(bench, push, paths)
+            profile[case] = profile_git(bench, case, run)
     return profile
 
 

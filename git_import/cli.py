@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     trigger.add_argument(
         "--dry-run",
         action="store_true",
-        help="clone and print the plan without calling any Arkindex write operation; needs no Arkindex setting",
+        help="clone and print the plan, with the workers each revision would register and every invalid "
+        "file, without calling any Arkindex write operation; needs no Arkindex setting",
     )
     trigger.add_argument(
         "--format", choices=("text", "json"), help="output format of --dry-run's plan (default: text)"

@@ -26,7 +26,17 @@ from git_import.git.repo import Commit, GitEnv, GitError, Repo, git_env_for
 from git_import.logs import Timings
 from git_import.retry import with_retries
 from git_import.rules import selection as sel
-from git_import.rules.plan import CREATED, EXISTING, FAILED, NEW, Plan, PlanItem, build_plan
+from git_import.rules.plan import (
+    CREATED,
+    EXISTING,
+    FAILED,
+    NEW,
+    Plan,
+    PlanItem,
+    Preview,
+    build_plan,
+    dry_run_line,
+)
 from git_import.rules.urls import NULL_SHA, check_pathspecs, check_ref, check_repository_url, clone_branch
 from git_import.settings import Settings
 
@@ -75,6 +85,7 @@ class Prepared:
     selection: sel.Selection
     api: ArkindexAPI | None
     existing: dict[str, str]  # slug → task ID of the tasks already in the process run
+    previews: dict[str, Preview]  # the dry run's: commit → the workers its task would find
 
 
 def run_trigger(
@@ -89,6 +100,8 @@ def run_trigger(
 
     `early`: a clone started before the settings were loaded, used if it is the clone they ask for."""
     timings = Timings()
+    if dry_run:
+        logger.info("%s", dry_run_line(settings.import_image))
     inputs = check_inputs(settings, dry_run)
     if settings.repository_after == NULL_SHA:
         logger.info("the push deleted %s: nothing to import", inputs.ref or "the ref")
@@ -96,7 +109,15 @@ def run_trigger(
     prepared = prepare(settings, inputs, dry_run, timings, early)
     plan = make_plan(settings, inputs, prepared)
     if dry_run:
+        plan.dry_run_image = settings.import_image
         print_plan(plan, fmt, out or sys.stdout)
+        invalid = sum(1 for item in plan.items if item.preview is not None and item.preview.invalid)
+        logger.info(
+            "dry run done: %d revision(s) planned, %d with an invalid file; nothing was created; timings: %s",
+            len(plan.items),
+            invalid,
+            timings,
+        )
         return EXIT_OK
     assert prepared.api is not None
     artifacts.check_writable(settings)  # before the first API write: the plan must be written at the end
@@ -128,12 +149,16 @@ def prepare(
     """Clone and select in a thread while this one reads the process: both wait on the network."""
     with git_env_for(settings) as git_env, tempfile.TemporaryDirectory(prefix="git-import-") as tmp:
 
-        def clone_and_select() -> tuple[Target, sel.Selection]:
+        def clone_and_select() -> tuple[Target, sel.Selection, dict[str, Preview]]:
             with timings.phase("clone"):
                 logger.info("cloning %s (%s)", inputs.url, inputs.ref or "default branch")
                 repo, target = clone(settings, git_env, Path(tmp), inputs, early)
             with timings.phase("select"):
-                return target, select(settings, repo, target, inputs.paths)
+                selection = select(settings, repo, target, inputs.paths)
+            if not dry_run:  # a real run leaves the files to each revision's task
+                return target, selection, {}
+            with timings.phase("preview"):
+                return target, selection, preview(settings, repo, target, selection, inputs.paths)
 
         api_error: Exception | None = None
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clone") as pool:
@@ -155,8 +180,8 @@ def prepare(
     for error in (api_error if isinstance(api_error, ConfigError) else None, git_error, api_error):
         if error is not None:
             raise error
-    target, selection = git_future.result()
-    return Prepared(target, selection, api, existing)
+    target, selection, previews = git_future.result()
+    return Prepared(target, selection, api, existing, previews)
 
 
 def read_process(
@@ -355,6 +380,17 @@ def _fetch_range_trees(repo: Repo, target: str, before: str) -> None:
         )
 
 
+def preview(
+    settings: Settings, repo: Repo, target: Target, selection: sel.Selection, paths: list[str]
+) -> dict[str, Preview]:
+    """The dry run's look at each chosen revision's workers (preview.py, imported by the dry run only)."""
+    from git_import.preview import preview_revisions
+
+    # A path filter made the selection fetch the pushed range's trees already (_fetch_range_trees).
+    fetched = bool(paths) and selection.mode == sel.PUSH
+    return preview_revisions(settings, repo, target.commit, selection, trees_fetched=fetched)
+
+
 def _on_any_branch(repo: Repo, commit: str) -> bool:
     """Whether a commit is on any branch or tag of the server (their commits fetched, nothing else)."""
     try:
@@ -400,6 +436,7 @@ def make_plan(settings: Settings, inputs: Inputs, prepared: Prepared) -> Plan:
         target.commit,
     )
     for item in plan.items:
+        item.preview = prepared.previews.get(item.revision.hash)
         if item.state == EXISTING:
             logger.info(
                 "revision %s: task %s already exists, skipped",

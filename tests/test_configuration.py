@@ -344,6 +344,21 @@ def test_legacy_inline_and_pattern_are_converted():
     assert by_slug["globbed"].path == "workers/globbed.yml (via .arkindex.yml)"
 
 
+def test_legacy_reads_the_files_it_names_in_three_reads_however_many_workers():
+    """The legacy file, the files its patterns name, then every description at once: each read may be
+    a request to the server, so none is made a worker."""
+    many = "".join(
+        f"  - slug: inline{n}\n    name: I{n}\n    type: t\n    description: docs/{n}.md\n" for n in range(5)
+    )
+    tree = legacy_tree(LEGACY + many, **{f"docs/{n}.md": f"Worker {n}.\n" for n in range(5)})
+    config = tree.configuration()
+    assert config.errors == []
+    assert len(config.workers) == 7
+    assert config.workers[-1].data["description"] == "Worker 4."
+    assert len(tree.reads) == 3
+    assert len(tree.reads[2]) == 7  # inline.md, the five docs/N.md and globbed.md
+
+
 def test_current_format_wins_over_legacy():
     tree = legacy_tree(**{"arkindex/hello.yml": worker_yaml("hello", "Hello")})
     config = tree.configuration()

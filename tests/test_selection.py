@@ -10,7 +10,7 @@ import pytest
 
 from git_import.errors import ConfigError
 from git_import.rules.commit import Commit, parse_log_record
-from git_import.rules.plan import CREATED, EXISTING, FAILED, NEW, build_plan, clip
+from git_import.rules.plan import CREATED, EXISTING, FAILED, NEW, Preview, WorkerPreview, build_plan, clip
 from git_import.rules.selection import NEW_BRANCH, PUSH, REWRITTEN, Selection, select_push, select_target
 from git_import.rules.urls import (
     branch_and_tag,
@@ -41,6 +41,7 @@ def test_pure_rules_import_nothing_that_runs_a_process() -> None:
     code = (
         "import sys\n"
         "import git_import.rules.plan, git_import.rules.selection, git_import.rules.urls\n"
+        "import git_import.rules.listing\n"
         "print(' '.join(sorted(m for m in sys.modules if m in ('subprocess', 'socket') "
         "or m == 'git_import.git' or m.startswith('git_import.git.'))))\n"
     )
@@ -279,6 +280,78 @@ def test_plan_table_wraps_long_warnings_without_splitting_hashes() -> None:
     table = plan.render_table(80)
     assert all(len(line) <= 80 for line in table.splitlines()), table
     assert commit(4).hash in table and "Warning: REPOSITORY_BEFORE" in table
+
+
+def dry_run_plan():  # type: ignore[no-untyped-def]
+    """The wide plan as the dry run shows it: each revision's workers, one of them with a refused file."""
+    plan = wide_plan(states_existing=False)
+    hello = WorkerPreview("hello", "arkindex/hello.yml")
+    bad = WorkerPreview(
+        None, "arkindex/bye.yml", "invalid YAML at line 3, column 1 (fix the YAML syntax there)"
+    )
+    many = tuple(WorkerPreview(f"worker-{n:02d}", f"arkindex/worker-{n:02d}.yml") for n in range(12))
+    previews = [Preview("current", (bad, hello)), Preview("none"), Preview("legacy", many)]
+    for item, preview in zip(plan.items, previews, strict=True):
+        item.preview = preview
+    plan.dry_run_image = "registry.example.com/git-import:1.0"
+    return plan
+
+
+def test_dry_run_plan_shows_the_workers_in_its_json_only() -> None:
+    plan = dry_run_plan()
+    data = plan.to_json()
+    assert (data["dry_run"], data["image"]) == (True, "registry.example.com/git-import:1.0")
+    assert data["revisions"][0]["configuration"] == "current"
+    assert data["revisions"][0]["workers"] == [
+        {
+            "slug": None,
+            "file": "arkindex/bye.yml",
+            "valid": False,
+            "error": plan.items[0].preview.invalid[0].error,
+        },
+        {"slug": "hello", "file": "arkindex/hello.yml", "valid": True, "error": None},
+    ]
+    assert (data["revisions"][1]["configuration"], data["revisions"][1]["workers"]) == ("none", [])
+    # A real run's plan file keeps its shape.
+    real = wide_plan(states_existing=False).to_json()
+    assert "dry_run" not in real and "image" not in real
+    assert all(set(r) == {"hash", "summary", "author", "date", "task"} for r in real["revisions"])
+
+
+@pytest.mark.parametrize(
+    ("width", "cells"),
+    [
+        (None, ("2 (1 invalid)", "none", "12 workers")),
+        (140, ("2 (1 invalid)", "none", "12 workers")),
+        (90, ("2 (1 invalid)", "none", "12 workers")),
+        # Each cell shows the most it can: the invalid ones alone, a bare count.
+        (80, ("1 invalid", "none", "12 workers")),
+        (77, ("1 invalid", "none", "12")),
+        (76, None),  # the commit, the slug and the state take it all: the column goes
+    ],
+)
+def test_dry_run_table_fits_the_terminal_and_shortens_the_workers(
+    width: int | None, cells: tuple[str, ...] | None
+) -> None:
+    table = dry_run_plan().render_table(width)
+    lines = table.splitlines()
+    assert lines[0].startswith("dry run: nothing was created; the tasks would run")
+    assert width is None or all(len(line) <= width for line in lines), table
+    header = next(line for line in lines if line.startswith("COMMIT"))
+    assert ("WORKERS" in header) == (cells is not None)
+    rows = [line for line in lines if "  import-" in line]
+    assert len(rows) == 3
+    for row, cell in zip(rows, cells or (), strict=False):
+        assert f"  {cell}  " in row, table
+    # Below the table, whatever the width: each refused file, with its error.
+    assert any(line.startswith(f"{commit(1).hash[:10]} arkindex/bye.yml: invalid YAML") for line in lines)
+    assert "1 invalid file(s) in 1 revision(s): their tasks would register nothing" in " ".join(lines)
+
+
+def test_workers_cell_lists_the_slugs_while_they_are_short() -> None:
+    two = Preview("current", (WorkerPreview("bye", "arkindex/bye.yml"), WorkerPreview("hello", "a/h.yml")))
+    assert two.cell() == ("bye, hello", "2 workers", "2")
+    assert Preview("legacy", (WorkerPreview("x", ".arkindex.yml (x)"),)).cell() == ("x", "1 worker", "1")
 
 
 @pytest.mark.parametrize(

@@ -45,6 +45,24 @@ _FIRST_PARENT_LOG = (
     f"--format={_LOG_FORMAT}",
 )
 
+# `--diff-merges=first-parent`: a merge shows what it brought to the first-parent line; `-t`: the
+# trees themselves too, as a non-recursive `ls-tree` lists a folder where a file is expected.
+_FIRST_PARENT_RAW = (
+    "log",
+    "--first-parent",
+    "--diff-merges=first-parent",
+    "--raw",
+    "-t",
+    "-z",
+    "--no-abbrev",
+    "--no-renames",
+    "--no-mailmap",
+    "--no-show-signature",
+    "--format=%H",
+)
+# (new mode, new oid, status letter, path) of one `git log --raw` line; a deletion has mode 000000.
+RawChange = tuple[str, str, str, str]
+
 
 def clone_what(branch: str | None) -> str:
     """How logs and errors name a clone of `branch` (None: the default branch)."""
@@ -232,19 +250,48 @@ class Repo:
 
     def range_trees(self, target: str, before: str) -> list[str]:
         """The root trees of the first-parent commits from `target` down to `before`, both included."""
+        return [tree for _, tree in self.commit_trees(target, before)]
+
+    def commit_trees(self, target: str, before: str | None = None) -> list[tuple[str, str]]:
+        """(commit, root tree) of the first-parent commits from `target` down to `before`, both included,
+        newest first; of `target` alone without `before`. Reads commits only, never a tree."""
         # --boundary adds `before` itself; --no-mailmap, since reading .mailmap would fetch a whole tree.
+        walk = (
+            ["--boundary", "--end-of-options", target, f"^{before}"]
+            if before
+            else ["--no-walk", "--end-of-options", target]
+        )
+        out = self.run("log", "--first-parent", "--no-mailmap", "--format=%H %T", *walk, what="listing trees")
+        return [(commit, tree) for commit, tree in (line.split(" ") for line in out.decode().splitlines())]
+
+    def first_parent_changes(
+        self, target: str, exclude: str, paths: list[str]
+    ) -> list[tuple[str, list[RawChange]]]:
+        """What each first-parent commit from `target` down to `exclude` (excluded) changed under
+        `paths`, against its first parent: (commit, [(new mode, new oid, status, path)]), newest first,
+        trees included (`-t`), commits that changed nothing there left out. One process for the whole
+        range, reading trees only (no rename detection, which would read blobs)."""
         out = self.run(
-            "log",
-            "--first-parent",
-            "--no-mailmap",
-            "--boundary",
-            "--format=%T",
+            *_FIRST_PARENT_RAW,
             "--end-of-options",
             target,
-            f"^{before}",
-            what="listing trees",
+            f"^{exclude}",
+            "--",
+            *paths,
+            what="listing changes",
         )
-        return out.decode().split()
+        commits: list[tuple[str, list[RawChange]]] = []
+        records = iter(out.split(b"\0"))
+        for record in records:
+            # `--format=%H` ends with the NUL of -z; a newline then starts the commit's raw lines.
+            text = record.lstrip(b"\n")
+            if text.startswith(b":"):
+                _, new_mode, _, new_oid, status = text[1:].decode().split(" ")
+                path = next(records).decode("utf-8", errors="surrogateescape")
+                commits[-1][1].append((new_mode, new_oid, status[:1], path))
+            elif text:
+                commits.append((text.decode(), []))
+        return commits
 
     # --- files ------------------------------------------------------------------------------
     def ls_tree(self, commit: str, *paths: str, recursive: bool = False) -> list[tuple[str, str, str, str]]:

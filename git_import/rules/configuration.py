@@ -365,15 +365,19 @@ def match_legacy_pattern(value: str, paths: Iterable[str]) -> list[str] | None:
 class _CommitFiles:
     """The commit's files (blobs by path, the legacy file left out), read when a pattern or a
     description names them, with the same safety checks as the current format's files; a bad one is
-    recorded in ``config`` and left out."""
+    recorded in ``config`` and left out. Each is read once (None: a bad one)."""
 
     tree: dict[str, TreeEntry]
     read: BlobReader
     config: Configuration
+    cache: dict[str, str | None] = field(default_factory=dict)
 
     def texts(self, paths: list[str]) -> dict[str, str]:
-        wanted = [self.tree[p] for p in dict.fromkeys(paths)]
-        return dict(_texts(self.config, wanted, self.read))
+        wanted = [p for p in dict.fromkeys(paths) if p not in self.cache]
+        if wanted:
+            read = dict(_texts(self.config, [self.tree[p] for p in wanted], self.read))
+            self.cache.update((p, read.get(p)) for p in wanted)
+        return {p: text for p in dict.fromkeys(paths) if (text := self.cache[p]) is not None}
 
 
 def read_legacy(
@@ -393,6 +397,8 @@ def read_legacy(
     tree = {e[3]: e for e in all_files() if e[1] == "blob" and e[3] != LEGACY_FILE}
     files = _CommitFiles(tree, read, config)
     definitions = _legacy_definitions(config, values, files)
+    # Every description in one read, not one a worker: each read may be a request to the server.
+    files.texts(_description_paths(definitions, files.tree))
     with tempfile.TemporaryDirectory(prefix="git-import-legacy-") as tmp:
         converter = _LegacyConverter(Path(tmp), files, config)
         for source, definition in definitions:
@@ -451,6 +457,17 @@ def _legacy_definitions(
                 f"a `workers` entry is a {type(value).__name__} (give a worker mapping or a glob pattern)",
             )
     return definitions
+
+
+def _description_paths(definitions: list[tuple[str, Any]], tree: dict[str, TreeEntry]) -> list[str]:
+    """The files of the commit the definitions name as descriptions: those the converter reads."""
+    paths = []
+    for _, definition in definitions:
+        description = definition.get("description") if isinstance(definition, dict) else None
+        inside = _safe_relative(description) if isinstance(description, str) else None
+        if inside is not None and inside in tree:
+            paths.append(inside)
+    return paths
 
 
 @dataclass
@@ -514,21 +531,45 @@ class _LegacyConverter:
         return True
 
 
+def is_configuration_path(path: str) -> bool:
+    """Whether the revision task's listing (`git ls-tree REV arkindex/ .arkindex.yml`) holds `path`:
+    the legacy file, or an entry right in `arkindex/` (a file, a folder or a submodule)."""
+    return path == LEGACY_FILE or PurePosixPath(path).parent.as_posix() == CONFIG_DIR
+
+
+def configuration_format(entries: Iterable[TreeEntry]) -> str:
+    """ "current", "legacy" or "none": `arkindex/*.yml|yaml` wins over a legacy `.arkindex.yml`."""
+    paths = [e[3] for e in entries]
+    if any(_is_current_file(path) for path in paths):
+        return "current"
+    return "legacy" if LEGACY_FILE in paths else "none"
+
+
+def first_reads(entries: list[TreeEntry]) -> list[str]:
+    """The blobs :func:`read_configuration` asks its reader for first, all in one call: the current
+    format's files, or the legacy file (whose patterns and descriptions then name more). Links and
+    non-files are never read."""
+    fmt = configuration_format(entries)
+    if fmt == "none":
+        return []
+    wanted = (e for e in entries if (_is_current_file(e[3]) if fmt == "current" else e[3] == LEGACY_FILE))
+    return [oid for mode, kind, oid, _ in wanted if mode != SYMLINK_MODE and kind == "blob"]
+
+
 def read_configuration(
     entries: list[TreeEntry], all_files: Callable[[], list[TreeEntry]], read: BlobReader
 ) -> Configuration:
     """Pick the format: `arkindex/*.yml|yaml` wins over a legacy `.arkindex.yml` (dropped in Arkindex 1.12)."""
-    has_current = any(_is_current_file(e[3]) for e in entries)
-    has_legacy = any(e[3] == LEGACY_FILE for e in entries)
-    if has_current:
-        if has_legacy:
+    fmt = configuration_format(entries)
+    if fmt == "current":
+        if any(e[3] == LEGACY_FILE for e in entries):
             logger.info(
                 "both arkindex/ and %s exist: the current format wins, %s is ignored",
                 LEGACY_FILE,
                 LEGACY_FILE,
             )
         config = read_current(entries, read)
-    elif has_legacy:
+    elif fmt == "legacy":
         config = read_legacy(entries, all_files, read)
     else:
         return Configuration("none")
