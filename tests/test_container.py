@@ -26,6 +26,10 @@ from conftest import Ponos, clean_env, fast_history, group_members, make_ponos, 
 
 STOP_WITHIN = 15.0  # seconds: the issue's bound from the signal to the exit
 
+# New PID and mount namespaces need root, as CI has; on a developer's machine without it these are
+# skipped, and say why.
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (unshare --pid, mount), as CI runs")
+
 
 def run_with_read_only_data(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """The tool with PONOS_DATA mounted read-only, in a private mount namespace (as a container's
