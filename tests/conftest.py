@@ -238,3 +238,26 @@ def fast_history(bare: Path, count: int) -> list[str]:
     hashes = out.split()
     assert len(hashes) == count + 1
     return hashes
+
+
+def revision_env(ponos: Ponos, url: str, commit: str, **extra: str) -> dict[str, str]:
+    """Seed the task the trigger would have created for `commit` and return its environment, as the
+    Ponos agent gives it (each call a new task: a rerun is one)."""
+    task = ponos.emulator.create_task(
+        ponos.process["id"],
+        slug=f"import-{commit}-{len(ponos.emulator.tasks(ponos.process['id']))}",  # a rerun is a new task
+        parents=[ponos.trigger["id"]],
+        command=f"arkindex-git-import revision {commit}",
+        env={"REPOSITORY_REVISION": commit, "REPOSITORY_REF": "refs/heads/main"},
+        state="running",
+    )
+    return {
+        **task["env"],
+        "PONOS_PROCESS": ponos.process["id"],
+        "PONOS_TASK": task["id"],
+        "PONOS_DATA": str(ponos.data / task["id"]),
+        "ARKINDEX_API_URL": ponos.emulator.url,
+        "REPOSITORY_URL": url,
+        "RETRY_BASE_DELAY": "0.01",
+        **extra,
+    }

@@ -22,7 +22,16 @@ from git_import.local.emulator import Emulator
 from git_import.local.gitserver import GitFaults, GitHTTPServer
 from git_import.local.sample import RepoBuilder, worker_yaml
 
-from conftest import Ponos, clean_env, fast_history, group_members, make_ponos, run_tool, wait_for
+from conftest import (
+    Ponos,
+    clean_env,
+    fast_history,
+    group_members,
+    make_ponos,
+    revision_env,
+    run_tool,
+    wait_for,
+)
 
 STOP_WITHIN = 15.0  # seconds: the issue's bound from the signal to the exit
 
@@ -215,24 +224,6 @@ def many_workers(repo: RepoBuilder, git_root: Path, count: int) -> str:
     return repo.head()
 
 
-def revision_env(ponos: Ponos, url: str, commit: str) -> dict[str, str]:
-    task = ponos.emulator.create_task(
-        ponos.process["id"],
-        slug=f"import-{commit}",
-        parents=[ponos.trigger["id"]],
-        command=f"arkindex-git-import revision {commit}",
-        env={"REPOSITORY_REVISION": commit, "REPOSITORY_REF": "refs/heads/main", "REPOSITORY_URL": url},
-    )
-    return {
-        **task["env"],
-        "PONOS_PROCESS": ponos.process["id"],
-        "PONOS_TASK": task["id"],
-        "PONOS_DATA": str(ponos.data),
-        "ARKINDEX_API_URL": ponos.emulator.url,
-        "RETRY_BASE_DELAY": "0.01",
-    }
-
-
 def test_sigterm_during_registration_as_pid_1(
     emulator: Emulator,
     repo: RepoBuilder,
@@ -244,7 +235,10 @@ def test_sigterm_during_registration_as_pid_1(
     registered and says what is left, exit 143; a second run registers the rest."""
     commit = many_workers(repo, git_root, 12)
     ponos = make_ponos(emulator, tmp_path / "data", {})
-    env = {**revision_env(ponos, git_server.url("workers.git"), commit), "WORKER_CONCURRENCY": "2"}
+    env = {
+        **revision_env(ponos, git_server.url("workers.git"), commit, PONOS_DATA=str(ponos.data)),
+        "WORKER_CONCURRENCY": "2",
+    }
     emulator.faults.latency = 0.15  # every API request: a registration of several seconds
     tool = start_as_pid1(["revision", commit], env, tmp_path / "r.log")
     wait_for(lambda: len(emulator.versions()) >= 2, "registration started")
@@ -277,7 +271,7 @@ def test_revision_with_a_read_only_data_folder(
 ) -> None:
     commit = many_workers(repo, git_root, 1)
     ponos = make_ponos(emulator, tmp_path / "data", {})
-    env = revision_env(ponos, git_server.url("workers.git"), commit)
+    env = revision_env(ponos, git_server.url("workers.git"), commit, PONOS_DATA=str(ponos.data))
     requests_before = len(emulator.requests)
     proc = run_with_read_only_data(["revision", commit], env)
     assert proc.returncode == 2, proc.stderr

@@ -20,7 +20,7 @@ from git_import.local.emulator import Emulator, Faults
 from git_import.local.gitserver import GitHTTPServer
 from git_import.local.sample import RepoBuilder, worker_yaml
 
-from conftest import Documented, Ponos, Result, clean_env, make_ponos, run_tool
+from conftest import Documented, Result, clean_env, make_ponos, revision_env, run_tool
 
 # Arkindex refusing a token on worker registration: the whole line, as the README's per-revision table
 # shows it (`<answer>` is Arkindex's).
@@ -74,28 +74,6 @@ def served(repo: RepoBuilder, git_root: Path, git_server: GitHTTPServer, version
     ]
     repo.publish(git_root / "workers.git")
     return {"url": git_server.url("workers.git"), "base": base, "commits": commits}
-
-
-def revision_env(ponos: Ponos, url: str, commit: str, **extra: str) -> dict[str, str]:
-    """The environment of a revision task the trigger would have created for `commit`."""
-    task = ponos.emulator.create_task(
-        ponos.process["id"],
-        slug=f"import-{commit}-{len(ponos.emulator.tasks(ponos.process['id']))}",  # a rerun is a new task
-        parents=[ponos.trigger["id"]],
-        command=f"arkindex-git-import revision {commit}",
-        env={"REPOSITORY_REVISION": commit, "REPOSITORY_REF": "refs/heads/main"},
-        state="running",
-    )
-    return {
-        **task["env"],
-        "PONOS_PROCESS": ponos.process["id"],
-        "PONOS_TASK": task["id"],
-        "PONOS_DATA": str(ponos.data / task["id"]),
-        "ARKINDEX_API_URL": ponos.emulator.url,
-        "REPOSITORY_URL": url,
-        "RETRY_BASE_DELAY": "0.01",
-        **extra,
-    }
 
 
 def schemes(emulator: Emulator) -> dict[str, set[str]]:

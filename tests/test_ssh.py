@@ -215,6 +215,18 @@ def other_public_key(tmp_path: Path) -> str:
     return Path(f"{key}.pub").read_text().split()[1]
 
 
+def refused_at_once(ponos: Ponos, env: dict[str, str], message: Documented) -> None:
+    """The trigger stops at once (no retry, no hang) with exit 2 and the one documented line."""
+    started = time.monotonic()
+    result = ponos.run_trigger(env)
+
+    assert time.monotonic() - started < 30
+    assert result.code == 2, result.output
+    (line,) = error_lines(result)
+    assert message.match(line) is not None, f"{line!r} is not {message}"
+    assert "retrying" not in result.output
+
+
 @pytest.mark.parametrize("case", ["changed", "unknown"])
 def test_a_host_key_that_does_not_match_is_one_line_naming_the_host(
     ponos: Ponos, served: Served, home: Path, tmp_path: Path, case: str
@@ -232,14 +244,7 @@ def test_a_host_key_that_does_not_match_is_one_line_naming_the_host(
     )
     message = Documented(HOST_CHANGED if case == "changed" else HOST_UNKNOWN, {"<host>": served.host})
 
-    started = time.monotonic()
-    result = ponos.run_trigger(env)
-
-    assert time.monotonic() - started < 30
-    assert result.code == 2, result.output
-    (line,) = error_lines(result)
-    assert message.match(line) is not None, f"{line!r} is not {message}"
-    assert "retrying" not in result.output
+    refused_at_once(ponos, env, message)
     assert accepted(served.server) == 0
     assert ponos.children() == [] and list((tmp_path / "tmp").iterdir()) == []
 
@@ -255,14 +260,7 @@ def test_a_refused_key_is_one_line_naming_repository_ssh_key(
         env["REPOSITORY_SSH_KEY"] = other.read_text()
     message = Documented(KEY_REFUSED, {"<user>": served.server.user, "<host>": "127.0.0.1"})
 
-    started = time.monotonic()
-    result = ponos.run_trigger(env)
-
-    assert time.monotonic() - started < 30
-    assert result.code == 2, result.output
-    (line,) = error_lines(result)
-    assert message.match(line) is not None, f"{line!r} is not {message}"
-    assert "retrying" not in result.output
+    refused_at_once(ponos, env, message)
     assert ponos.children() == [] and list((tmp_path / "tmp").iterdir()) == []
 
 
