@@ -403,6 +403,7 @@ class Bench:
         self.concurrency = args.concurrency
         self.stack = stack or contextlib.ExitStack()  # closes the emulators `emulator` starts
         self.emulators: dict[str, EmulatorProcess] = {}
+        self.tool_python = sys.executable  # the interpreter that runs the tool (bench/ab.py sets another)
 
     def emulator(self, name: str, delay: float, faults: dict[str, Any] | None = None) -> EmulatorProcess:
         """An emulator process of its own, started at first use, for cases that need other settings:
@@ -458,7 +459,7 @@ class Bench:
         process, task = emu.new_process()
         data = Path(tempfile.mkdtemp(prefix="data-", dir=self.work))
         env = {**self.ponos_env(process, task, data, emu), **repo_env, **(extra_env or {})}
-        m, _out, err = measure(case, run, [sys.executable, "-m", "git_import", "trigger"], env, self.git)
+        m, _out, err = measure(case, run, [self.tool_python, "-m", "git_import", "trigger"], env, self.git)
         m.phases = parse_timings(err)
         plan_file = data / "current" / "import-plan.json"
         if plan_file.exists():
@@ -523,7 +524,7 @@ class Bench:
             }
         )
         m, _, err = measure(
-            case, run, [sys.executable, "-m", "git_import", "revision", commit], env, self.git
+            case, run, [self.tool_python, "-m", "git_import", "revision", commit], env, self.git
         )
         m.phases = parse_timings(err)
         report_file = data / "current" / "import-report.json"
@@ -618,7 +619,7 @@ class Bench:
         """`trigger --dry-run --format json` over the push: no Arkindex setting, so no emulator; each
         run checks that the plan lists every revision of the push with its workers."""
         env = {**base_env(), "IMPORT_IMAGE": IMPORT_IMAGE, **self.push_env(push, False), **(extra_env or {})}
-        argv = [sys.executable, "-m", "git_import", "trigger", "--dry-run", "--format", "json"]
+        argv = [self.tool_python, "-m", "git_import", "trigger", "--dry-run", "--format", "json"]
         m, out, err = measure("dryrun-all", run, argv, env, self.git)
         m.phases = parse_timings(err)
         try:

@@ -1,0 +1,129 @@
+"""A/B: the same benchmark cases run by two installs of the tool, interleaved, through one harness.
+
+    git worktree add --detach ../before <commit> && make -C ../before install
+    .venv/bin/python bench/ab.py --against ../before/.venv/bin/python --rounds 15
+
+Each round runs every chosen case once with each interpreter (`--against`'s and this checkout's), the
+order alternating from round to round, so that a change of the machine's load hits both alike. Both
+sides use this checkout's harness, servers and cached repositories: only the tool differs. Prints, for
+each case, the medians of the wall time and of the tool's own `total` phase (from its closing
+`timings:` line), and their ratios (this checkout over the other); `--output` keeps every run in JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import compileall
+import contextlib
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import run as harness  # bench/run.py, on sys.path as this script's folder
+
+CASES = ("trigger-all", "trigger-paths", "revision@1000", "revision@10000")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--against", type=Path, required=True, help="the other install's Python interpreter")
+    p.add_argument("--cases", default="trigger-all,trigger-paths", help=f"comma-separated, among {CASES}")
+    p.add_argument("--rounds", type=int, default=10, help="rounds (default: 10)")
+    p.add_argument("--output", type=Path, help="every run, as JSON")
+    args = p.parse_args(argv)
+    args.cases = [c for c in args.cases.split(",") if c]
+    unknown = set(args.cases) - set(CASES)
+    if unknown:
+        p.error(f"unknown case(s) {sorted(unknown)}: choose among {CASES}")
+    return args
+
+
+def compile_other(python: Path) -> None:
+    """Byte-compile the other install's modules once, as the harness does for this checkout's."""
+    code = "import git_import, os; print(os.path.dirname(git_import.__file__))"
+    folder = subprocess.run([str(python), "-c", code], check=True, capture_output=True, text=True).stdout
+    subprocess.run([str(python), "-m", "compileall", "-q", folder.strip()], check=True)
+
+
+def actions(
+    bench: harness.Bench, repos: harness.Repos, cases: list[str]
+) -> dict[str, Callable[[int], object]]:
+    git = bench.git
+    push = harness.make_push(repos.push, git.url(repos.push.name), bench.args.push) if repos.push else None
+    table: dict[str, Callable[[int], object]] = {
+        "trigger-all": lambda run: bench.trigger(push, False, run),
+        "trigger-paths": lambda run: bench.trigger(push, True, run),
+    }
+    for label, repo in repos.revisions.items():
+        table[f"revision@{label}"] = lambda run, label=label, repo=repo: bench.revision(
+            str(label), git.url(repo.name), repo, run
+        )
+    return {case: table[case] for case in cases}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    histories = sorted({int(c.split("@")[1]) for c in args.cases if c.startswith("revision@")})
+    groups = ["trigger"] + (["revision"] if histories else [])
+    bench_argv = ["--cases", ",".join(groups), "--runs", "1", "--no-profile"]
+    if histories:
+        bench_argv += ["--revision-histories", ",".join(map(str, histories))]
+    bench_args = harness.parse_args(bench_argv)
+    repos = harness.prepare_repos(bench_args)
+    compileall.compile_dir(harness.ROOT / "git_import", quiet=1)
+    compile_other(args.against)
+    sides = {"other": str(args.against), "this": sys.executable}
+    walls: dict[str, dict[str, list[dict[str, float]]]] = {c: {s: [] for s in sides} for c in args.cases}
+    work = Path(tempfile.mkdtemp(prefix="bench-ab-"))
+    try:
+        with (
+            harness.GitHTTPServer(harness.CACHE / "repos") as git,
+            harness.EmulatorProcess(bench_args.delay, work) as emu,
+            contextlib.ExitStack() as stack,
+        ):
+            bench = harness.Bench(bench_args, git, emu, work, stack)
+            todo = actions(bench, repos, args.cases)
+            for rnd in range(args.rounds):
+                order = list(sides) if rnd % 2 == 0 else list(sides)[::-1]
+                for case, action in todo.items():
+                    for n, side in enumerate(order):
+                        bench.tool_python = sides[side]
+                        # A revision case imports a different commit each run: each run a first import.
+                        m = action(2 * rnd + n)
+                        if m.returncode != 0 or m.check:
+                            raise SystemExit(f"{case} ({side}) failed: {m.check or m.stderr_tail}")
+                        walls[case][side].append({"wall": m.wall, "total": m.phases.get("total", 0.0)})
+                harness.log(f"round {rnd + 1}/{args.rounds} done")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(report(walls))
+    if args.output:
+        args.output.write_text(json.dumps({"against": str(args.against), "runs": walls}, indent=2) + "\n")
+    return 0
+
+
+def report(walls: dict[str, dict[str, list[dict[str, float]]]]) -> str:
+    lines = [
+        "| case | other: wall | this: wall | ratio | other: total | this: total | ratio | rounds |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for case, sides in walls.items():
+        med = {
+            s: {k: statistics.median(r[k] for r in runs) for k in ("wall", "total")}
+            for s, runs in sides.items()
+        }
+        o, t = med["other"], med["this"]
+        lines.append(
+            f"| {case} | {o['wall']:.3f} | {t['wall']:.3f} | {t['wall'] / o['wall']:.3f} | {o['total']:.3f} | "
+            f"{t['total']:.3f} | {t['total'] / o['total']:.3f} | {len(sides['this'])} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
