@@ -29,6 +29,7 @@ from git_import.errors import ConfigError, FatalError
 from git_import.redact import scrub
 from git_import.retry import RetryPolicy, retry_after_seconds
 from git_import.settings import Settings
+from git_import.transport import lean_session
 
 logger = logging.getLogger(__name__)
 
@@ -259,6 +260,9 @@ class ArkindexAPI:
         client.session.mount("https://", adapter)
         client.session.hooks["response"].append(self._remember_response)
         _settle_environment(client.session, settings.arkindex_api_url or "")
+        # The schema came through requests; the calls go through the lean transport (transport.py)
+        # unless the environment routes the API through a proxy.
+        client.session = lean_session(client.session, settings.arkindex_api_url or "") or client.session
         return client
 
     # --- retries ----------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import test_bad_input
 import test_real_instances
 import test_revision
 import test_ssh
+import test_transport
 
 from conftest import Documented
 
@@ -41,7 +42,11 @@ TABLES = [
     Table(
         "### The trigger (`arkindex-git-import trigger`)",
         "trigger",
-        (test_bad_input.documented_messages, test_ssh.documented_messages),
+        (
+            test_bad_input.documented_messages,
+            test_ssh.documented_messages,
+            test_transport.documented_messages,
+        ),
     ),
     Table(
         "### The per-revision import (`arkindex-git-import revision <hash>`)",

@@ -35,6 +35,7 @@ import random
 import re
 import secrets
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -507,9 +508,11 @@ class Emulator:
         port: int = 0,
         faults: Faults | None = None,
         modes: Modes | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
         self.port = port
+        self.tls = tls  # a server context: the API is served over HTTPS (tests of the TLS checks)
         self.faults = faults if faults is not None else Faults()
         self.modes = modes if modes is not None else Modes()
         self.requests: list[dict[str, Any]] = []
@@ -544,12 +547,17 @@ class Emulator:
     def url(self) -> str:
         if self._server is None:
             raise RuntimeError("The emulator is not started")
-        return f"http://{self.host}:{self.port}/"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}/"
 
     def start(self) -> Emulator:
         if self._server is not None:
             return self
         server = _Server((self.host, self.port), _Handler)
+        if self.tls is not None:
+            # The handshake happens in each connection's own thread, on its first read.
+            server.socket = self.tls.wrap_socket(
+                server.socket, server_side=True, do_handshake_on_connect=False
+            )
         server.emulator = self
         self.port = server.server_address[1]
         self._server = server
@@ -564,11 +572,7 @@ class Emulator:
         if server is None:
             return
         server.shutdown()
-        with self._lock:
-            connections = list(self._connections)
-        for conn in connections:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
+        self.close_connections()
         server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
@@ -579,6 +583,14 @@ class Emulator:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+    def close_connections(self) -> None:
+        """Close every open connection, as a server closes keep-alive connections left idle."""
+        with self._lock:
+            connections = list(self._connections)
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
 
     def _track(self, conn: socket.socket, add: bool) -> None:
         with self._lock:
