@@ -26,7 +26,14 @@ from pathlib import Path
 
 import run as harness  # bench/run.py, on sys.path as this script's folder
 
-CASES = ("trigger-all", "trigger-paths", "revision@1000", "revision@10000")
+CASES = (
+    "trigger-all",
+    "trigger-paths",
+    "revision@1000",
+    "revision@10000",
+    "faulty-api",
+    *harness.HISTORY_TRIGGERS,
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -55,10 +62,16 @@ def actions(
 ) -> dict[str, Callable[[int], object]]:
     git = bench.git
     push = harness.make_push(repos.push, git.url(repos.push.name), bench.args.push) if repos.push else None
+    faulty = harness.make_push(repos.push, git.url(repos.push.name), bench.args.faulty_push) if push else None
     table: dict[str, Callable[[int], object]] = {
         "trigger-all": lambda run: bench.trigger(push, False, run),
         "trigger-paths": lambda run: bench.trigger(push, True, run),
+        "faulty-api": lambda run: bench.faulty_api(faulty, run),
     }
+    if repos.history is not None:
+        history = harness.make_history(repos.history, git.url(repos.history.name), bench.args)
+        for case in harness.HISTORY_TRIGGERS:
+            table[case] = lambda run, case=case: bench.history_trigger(case, history, run)
     for label, repo in repos.revisions.items():
         table[f"revision@{label}"] = lambda run, label=label, repo=repo: bench.revision(
             str(label), git.url(repo.name), repo, run
@@ -70,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     histories = sorted({int(c.split("@")[1]) for c in args.cases if c.startswith("revision@")})
     groups = ["trigger"] + (["revision"] if histories else [])
+    groups += [c for c in args.cases if c in harness.HISTORY_TRIGGERS]
     bench_argv = ["--cases", ",".join(groups), "--runs", "1", "--no-profile"]
     if histories:
         bench_argv += ["--revision-histories", ",".join(map(str, histories))]

@@ -480,3 +480,33 @@ def test_soak_200_revisions_through_a_faulty_api(
     assert match and int(match[1]) == retries, last
     summary = ponos.plan()["summary"]
     assert summary["created"] + summary["already_there"] == 200 and summary["failed"] == 0
+
+
+def test_a_server_failing_every_call_gets_a_pause_but_unlucky_tries_do_not(
+    emulator: Emulator, git_root: Path, git_server: GitHTTPServer, tmp_path: Path
+) -> None:
+    """8 failed tries in a row pause the whole pool for a backoff (a server down is not hammered by the
+    other revisions' first tries); fewer do not (random faults must not idle the pool)."""
+    hashes = fast_history(git_root / "workers.git", 12)
+    ponos = make_ponos(emulator, tmp_path / "data", {})
+    emulator.faults = Faults(error_rate=1.0, error_statuses=[503], operations=frozenset({"CreateTask"}))
+
+    result = ponos.run_trigger(
+        {
+            "REPOSITORY_URL": git_server.url("workers.git"),
+            "REPOSITORY_BEFORE": hashes[0],
+            "RETRY_ATTEMPTS": "2",
+            "RETRY_BASE_DELAY": "1",  # a pause of 0.5 to 1 s
+            "FAN_OUT_CONCURRENCY": "4",
+        }
+    )
+
+    assert result.code == 1, result.output[-3000:]
+    summary = ponos.plan()["summary"]
+    assert summary["failed"] == summary["planned"] == 12
+    times = [t for t, operation in emulator.arrivals if operation == "CreateTask"]
+    assert len(times) == 24  # every revision tried twice, no more
+    # The first burst: the tries sent before the first pause. The 8th failure pauses the pool; the
+    # tries already sent by the other three threads may still come in.
+    burst = next(i + 1 for i in range(len(times) - 1) if times[i + 1] - times[i] >= 0.3)
+    assert 8 <= burst <= 8 + 3, [round(t - times[0], 2) for t in times]

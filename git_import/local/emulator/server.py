@@ -516,6 +516,8 @@ class Emulator:
         self.faults = faults if faults is not None else Faults()
         self.modes = modes if modes is not None else Modes()
         self.requests: list[dict[str, Any]] = []
+        # (time.monotonic(), operationId) of every API request as it arrives, faults included.
+        self.arrivals: list[tuple[float, str]] = []
         self.stats: dict[str, int] = {
             "errors_injected": 0,
             "drops_injected": 0,
@@ -897,6 +899,8 @@ class Emulator:
     ) -> tuple[int, Any, dict[str, str] | None]:
         url = urlsplit(target)
         operation, params = self._route(method, url.path)
+        with self._lock:
+            self.arrivals.append((time.monotonic(), operation))
         if self.faults.latency > 0:
             time.sleep(self.faults.latency)
         key = self._fault_key(operation, url.path, raw)
