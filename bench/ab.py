@@ -39,6 +39,11 @@ CASES = (
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--against", type=Path, required=True, help="the other install's Python interpreter")
+    p.add_argument(
+        "--this",
+        type=Path,
+        help="the interpreter of the install to compare with it (default: this checkout's)",
+    )
     p.add_argument("--cases", default="trigger-all,trigger-paths", help=f"comma-separated, among {CASES}")
     p.add_argument("--rounds", type=int, default=10, help="rounds (default: 10)")
     p.add_argument("--output", type=Path, help="every run, as JSON")
@@ -51,10 +56,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def compile_other(python: Path) -> None:
-    """Byte-compile the other install's modules once, as the harness does for this checkout's."""
+    """Byte-compile the other install's modules once, as the harness does for this checkout's; refuse
+    an interpreter that would run this very checkout's code."""
     code = "import git_import, os; print(os.path.dirname(git_import.__file__))"
-    folder = subprocess.run([str(python), "-c", code], check=True, capture_output=True, text=True).stdout
-    subprocess.run([str(python), "-m", "compileall", "-q", folder.strip()], check=True)
+    folder = Path(
+        subprocess.run(
+            [str(python), "-c", code], check=True, capture_output=True, text=True, cwd=tempfile.gettempdir()
+        ).stdout.strip()
+    )
+    if folder.resolve() == (harness.ROOT / "git_import").resolve():
+        raise SystemExit(f"{python} runs this checkout's git_import ({folder}): give another install")
+    subprocess.run([str(python), "-m", "compileall", "-q", str(folder)], check=True)
 
 
 def actions(
@@ -91,7 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     repos = harness.prepare_repos(bench_args)
     compileall.compile_dir(harness.ROOT / "git_import", quiet=1)
     compile_other(args.against)
-    sides = {"other": str(args.against), "this": sys.executable}
+    if args.this:
+        compile_other(args.this)
+    sides = {"other": str(args.against), "this": str(args.this or sys.executable)}
     walls: dict[str, dict[str, list[dict[str, float]]]] = {c: {s: [] for s in sides} for c in args.cases}
     work = Path(tempfile.mkdtemp(prefix="bench-ab-"))
     try:

@@ -207,7 +207,11 @@ def measure(
     git.reset_counters()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
-        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        # From a neutral folder: `python -m` puts the working folder first on sys.path, and from the
+        # checkout it would import that checkout's git_import whatever interpreter runs it (bench/ab.py).
+        proc = subprocess.Popen(
+            argv, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=tempfile.gettempdir()
+        )
         sampler = TreeSampler(proc.pid)
         sampler.start()
         # A blocking wait, with a timer to kill a hung run: Popen.wait(timeout) polls with sleeps of

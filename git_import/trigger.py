@@ -296,11 +296,7 @@ def reach_after(settings: Settings, fetched: Fetched, given_ref: str | None) -> 
     if after is None or after == fetched.tip:
         assert fetched.tip is not None
         return Target(full_ref, fetched.tip)
-    on_ref = (
-        fetched.local_ref is not None
-        and repo.has_commit(after)
-        and repo.is_ancestor(after, fetched.local_ref)
-    )
+    on_ref = fetched.local_ref is not None and repo.holds_ancestor(after, fetched.local_ref)
     if on_ref:
         return Target(full_ref, after)
     if given_ref is None and full_ref is not None:
@@ -341,7 +337,7 @@ def select(settings: Settings, repo: Repo, target: Target, paths: list[str]) -> 
         return sel.Selection(mode=sel.PUSH, chosen=[])
     # `before` is never given to git before it is known to be in the clone: a partial clone would
     # fetch a missing one from the server.
-    if repo.has_commit(before) and repo.is_ancestor(before, target.commit):
+    if repo.holds_ancestor(before, target.commit):
         if paths:
             _fetch_range_trees(repo, target.commit, before)
         pushed = repo.first_parent_log(target.commit, exclude=before, paths=paths or None)

@@ -227,6 +227,23 @@ class Repo:
         )
         return status == 0
 
+    def holds_ancestor(self, ancestor: str, descendant: str) -> bool:
+        """Whether the clone holds commit `ancestor` and it is `descendant` or one of its ancestors, in
+        one git process, asking no server: `has_commit` and `is_ancestor` at once. `rev-list ANCESTOR
+        ^DESCENDANT` lists nothing exactly when the ancestor is reachable, walking from `descendant`
+        down to it (the push, not the history); `--missing` makes a missing ancestor an error instead
+        of a fetch on demand."""
+        args = [
+            "rev-list",
+            "--missing=allow-any",
+            "--max-count=1",
+            "--end-of-options",
+            ancestor,
+            f"^{descendant}",
+        ]
+        status, out = run(self._argv(args), self.git_env, what="git rev-list", ok=(0, 128))
+        return status == 0 and not out.strip()
+
     # --- history ----------------------------------------------------------------------------
     def first_parent_log(
         self,
