@@ -391,7 +391,9 @@ class GitProcess:
     lines for the error message and the latest progress line, enforces the deadline, and reaps git.
 
     `input` is given to git's stdin (through a file: git may write before it has read it all);
-    `stdout`: git's stdout is a pipe, :attr:`stdout`, for the caller to read (else discarded)."""
+    `stdout`: git's stdout is a pipe, :attr:`stdout`, for the caller to read (else discarded);
+    `watch=False` (:func:`run`): no watcher thread; the caller reads both pipes with :meth:`collect`,
+    which does the watcher's work in the calling thread."""
 
     def __init__(
         self,
@@ -401,6 +403,7 @@ class GitProcess:
         what: str,
         input: bytes | None = None,
         stdout: bool = False,
+        watch: bool = True,
     ) -> None:
         self.argv = list(argv)
         self.what = what
@@ -409,6 +412,8 @@ class GitProcess:
         self.latest = ""  # the latest line git wrote on stderr, progress included
         self._tail: deque[str] = deque(maxlen=TAIL_LINES)
         self._reaped = False
+        self._done = threading.Event()  # set once git is reaped
+        self._watcher: threading.Thread | None = None
         self._lock = threading.Lock()  # a kill and the reaping of git, one at a time
         self._git_env = git_env
         with contextlib.ExitStack() as stack:
@@ -428,30 +433,55 @@ class GitProcess:
                 )
                 self.started = time.monotonic()
                 self.stdout: IO[bytes] = self.proc.stdout  # type: ignore[assignment]
-                self._watcher = threading.Thread(target=self._watch, name="git-watcher", daemon=True)
-                self._watcher.start()
+                if watch:
+                    self._watcher = threading.Thread(target=self._watch, name="git-watcher", daemon=True)
+                    self._watcher.start()
 
-    # --- the watcher thread ---------------------------------------------------------------------
-    def _watch(self) -> None:
+    # --- the watcher thread (or the caller's, without one) --------------------------------------
+    def _watch(self, out: list[bytes] | None = None) -> None:
+        """Read git's stderr (and its stdout into `out`, when given) until they close, within the
+        deadline; then reap git."""
         stderr = self.proc.stderr
         assert stderr is not None
+        streams = {stderr.fileno(): stderr}
+        if out is not None:
+            streams[self.stdout.fileno()] = self.stdout
         poller = select.poll()
-        poller.register(stderr.fileno(), select.POLLIN)
+        for fd in streams:
+            poller.register(fd, select.POLLIN)
         pending = b""
         deadline = self.started + self.timeout
-        while True:
+        while streams:
             left = deadline - time.monotonic()
             if left <= 0 and not self.timed_out:
-                self._kill(timed_out=True)  # its stderr closes once the whole group is gone
-            if not poller.poll(None if self.timed_out else left * 1000):
-                continue
-            chunk = os.read(stderr.fileno(), 65536)
-            if not chunk:
-                break
-            pending = self._keep_lines(pending + chunk)
+                self._kill(timed_out=True)  # its pipes close once the whole group is gone
+            for fd, _ in poller.poll(None if self.timed_out else max(0.0, left) * 1000):
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    poller.unregister(fd)
+                    streams.pop(fd)
+                elif fd == stderr.fileno():
+                    pending = self._keep_lines(pending + chunk)
+                else:
+                    out.append(chunk)  # type: ignore[union-attr]
         self._keep_lines(pending + b"\n")
         stderr.close()
         self._reap()
+
+    def collect(self) -> bytes:
+        """Without a watcher (`watch=False`): git's whole stdout, read in this thread with its stderr.
+
+        A short command then starts no thread: starting and joining one waits for the GIL, which
+        another thread busy in Python (the trigger's main thread importing the API layer while the
+        selection runs) holds up to a switch interval each time."""
+        assert self._watcher is None
+        out: list[bytes] = []
+        try:
+            self._watch(out)
+        except BaseException:
+            self._kill()
+            raise
+        return b"".join(out)
 
     def _keep_lines(self, data: bytes) -> bytes:
         *lines, rest = re.split(rb"[\r\n]", data)
@@ -473,6 +503,7 @@ class GitProcess:
             self.proc.wait()
             self._reaped = True
         self._git_env._ended(self)
+        self._done.set()
 
     def _kill(self, *, timed_out: bool = False, stopped: bool = False) -> None:
         with self._lock:
@@ -487,17 +518,22 @@ class GitProcess:
     def stop(self) -> None:
         """Stop git if it still runs, and wait until it is gone (what it wrote is the caller's to remove)."""
         self._kill(stopped=True)
-        self._watcher.join()
+        self._join()
 
     def ended(self, timeout: float | None = None) -> bool:
         """Wait up to `timeout` seconds (None: no limit) for git's end; whether it ended.
 
         An exception meanwhile (Ctrl-C in the waiting thread) kills git first."""
         try:
-            self._watcher.join(timeout)
+            return self._join(timeout)
         except BaseException:
             self._kill()
             raise
+
+    def _join(self, timeout: float | None = None) -> bool:
+        if self._watcher is None:  # the caller's thread reaps it (`collect`, `__exit__`)
+            return self._done.wait(timeout)
+        self._watcher.join(timeout)
         return not self._watcher.is_alive()
 
     def error(self) -> GitError:
@@ -533,7 +569,13 @@ class GitProcess:
         # Git still running here is not needed any more (its reader has what it wanted) or its caller
         # failed: stop it, without calling it stopped.
         self._kill()
-        self._watcher.join()
+        if self._watcher is None and not self._done.is_set():
+            # Killed: its pipes close. Reap it here (what `collect` had left, if it was interrupted).
+            if self.proc.stderr is not None and not self.proc.stderr.closed:
+                self._watch([])
+            else:
+                self._reap()
+        self._join()
         if self.stdout is not None:
             self.stdout.close()
 
@@ -547,6 +589,6 @@ def run(
     ok: Collection[int] | None = (0,),
 ) -> tuple[int, bytes]:
     """Run git to its end: (its exit status, its stdout); a status not in `ok` raises :class:`GitError`."""
-    with GitProcess(argv, git_env, what=what, input=input, stdout=True) as git:
-        out = git.stdout.read()
+    with GitProcess(argv, git_env, what=what, input=input, stdout=True, watch=False) as git:
+        out = git.collect()
         return git.finish(ok), out
