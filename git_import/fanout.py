@@ -56,8 +56,7 @@ class FanOut:
         self._in_flight = 0
         self._streak = 0  # transient failures in a row, whatever the revision
         # How many in a row mean "the server is down": a streak that unlucky tries almost never make.
-        # With 40% of calls failing at random, 4 in a row come once in ~40 tries and paused the whole
-        # pool each time (the faulty-api benchmark took 15-31 s); 8 in a row come once in ~1,500.
+        # With 40% of calls failing at random, 4 in a row come once in ~40 tries, 8 once in ~1,500.
         self.down_streak = max(DOWN_STREAK, 2 * concurrency)
         self._pause_until = 0.0
         self._stopping = False

@@ -65,7 +65,7 @@ def fetch_revision(settings: Settings, git_env: GitEnv, workdir: Path, url: str,
                 "revision %s: the host refused to send it by id; fetching %s instead", commit[:10], ref
             )
             repo.fetch(f"+{ref}:refs/import/ref", filter="blob:none", what=f"fetching {ref}")
-            if repo.rev_parse_commit(commit) and repo.is_ancestor(commit, "refs/import/ref"):
+            if repo.holds_ancestor(commit, "refs/import/ref"):
                 return repo
         raise ConfigError(
             f"revision {commit} could not be fetched from the repository ({error.message})",

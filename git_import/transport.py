@@ -103,8 +103,9 @@ class LeanSession:
             body = jsonlib.dumps(json, allow_nan=False).encode()
             headers["Content-Type"] = "application/json"
         connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
-        answer = self._exchange(target.scheme, target.netloc, (method, path, body, headers), connect, read)
-        answer.url = url
+        answer = Answer(
+            url, *self._exchange(target.scheme, target.netloc, (method, path, body, headers), connect, read)
+        )
         if 300 <= answer.status_code < 400:
             location = answer.headers.get("Location", "?")
             raise APIRedirect(
@@ -132,8 +133,9 @@ class LeanSession:
         request: tuple[str, str, bytes | None, CaseInsensitiveDict[str]],
         connect: float | None,
         read: float | None,
-    ) -> Answer:
-        """Send one request on this thread's connection to `netloc` and read the whole answer."""
+    ) -> tuple[int, str, http.client.HTTPMessage, bytes]:
+        """Send one request on this thread's connection to `netloc` and read the whole answer: its
+        status, reason, headers and body."""
         conn = self._connection(scheme, netloc, connect, read)
         try:
             method, path, body, headers = request
@@ -148,7 +150,7 @@ class LeanSession:
             raise requests.ConnectionError(f"{type(exc).__name__}: {exc}") from None
         if response.will_close:
             self._forget(netloc)
-        return Answer("", response.status, response.reason, response.headers, content)
+        return response.status, response.reason, response.headers, content
 
     def _connection(
         self, scheme: str, netloc: str, connect: float | None, read: float | None

@@ -291,7 +291,7 @@ def _missing_ref(ref: str | None, after: str | None) -> None:
 
 def reach_after(settings: Settings, fetched: Fetched, given_ref: str | None) -> Target:
     """The target: REPOSITORY_AFTER when given (fetched by itself when it is not on the ref's history),
-    else the ref's tip. Asking the clone costs the push, not the history: `merge-base --is-ancestor`."""
+    else the ref's tip. Asking the clone costs the push, not the history (`Repo.holds_ancestor`)."""
     repo, full_ref, after = fetched.repo, fetched.ref, settings.repository_after
     if after is None or after == fetched.tip:
         assert fetched.tip is not None

@@ -443,15 +443,13 @@ class GitProcess:
         deadline; then reap git."""
         stderr = self.proc.stderr
         assert stderr is not None
-        streams = {stderr.fileno(): stderr}
-        if out is not None:
-            streams[self.stdout.fileno()] = self.stdout
+        open_fds = {stderr.fileno()} | ({self.stdout.fileno()} if out is not None else set())
         poller = select.poll()
-        for fd in streams:
+        for fd in open_fds:
             poller.register(fd, select.POLLIN)
         pending = b""
         deadline = self.started + self.timeout
-        while streams:
+        while open_fds:
             left = deadline - time.monotonic()
             if left <= 0 and not self.timed_out:
                 self._kill(timed_out=True)  # its pipes close once the whole group is gone
@@ -459,7 +457,7 @@ class GitProcess:
                 chunk = os.read(fd, 65536)
                 if not chunk:
                     poller.unregister(fd)
-                    streams.pop(fd)
+                    open_fds.discard(fd)
                 elif fd == stderr.fileno():
                     pending = self._keep_lines(pending + chunk)
                 else:

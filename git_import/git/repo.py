@@ -207,15 +207,6 @@ class Repo:
         value = out.decode().strip()
         return value or None
 
-    def is_ancestor(self, ancestor: str, descendant: str) -> bool:
-        status, _ = run(
-            self._argv(["merge-base", "--is-ancestor", ancestor, descendant]),
-            self.git_env,
-            what="git merge-base",
-            ok=(0, 1),
-        )
-        return status == 0
-
     def has_commit(self, oid: str) -> bool:
         """Whether the clone holds commit `oid`, asking no server. A partial clone fetches a missing
         object on demand, except under rev-list's `--missing`, which turns that off."""
@@ -229,10 +220,10 @@ class Repo:
 
     def holds_ancestor(self, ancestor: str, descendant: str) -> bool:
         """Whether the clone holds commit `ancestor` and it is `descendant` or one of its ancestors, in
-        one git process, asking no server: `has_commit` and `is_ancestor` at once. `rev-list ANCESTOR
-        ^DESCENDANT` lists nothing exactly when the ancestor is reachable, walking from `descendant`
-        down to it (the push, not the history); `--missing` makes a missing ancestor an error instead
-        of a fetch on demand."""
+        one git process that asks no server. `rev-list ANCESTOR ^DESCENDANT` lists nothing exactly when
+        the ancestor is reachable, walking from `descendant` down to it (the push, not the history);
+        `--missing` makes a missing ancestor an error instead of a fetch on demand, which
+        `merge-base --is-ancestor` would make."""
         args = [
             "rev-list",
             "--missing=allow-any",
