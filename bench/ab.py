@@ -21,7 +21,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import run as harness  # bench/run.py, on sys.path as this script's folder
@@ -49,6 +48,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--output", type=Path, help="every run, as JSON")
     args = p.parse_args(argv)
     args.cases = [c for c in args.cases.split(",") if c]
+    # Absolute, not resolved: a venv's python is a symlink, and the venv is what it is run for.
+    args.against = args.against.absolute()
+    args.this = args.this.absolute() if args.this else None
     unknown = set(args.cases) - set(CASES)
     if unknown:
         p.error(f"unknown case(s) {sorted(unknown)}: choose among {CASES}")
@@ -69,33 +71,12 @@ def compile_other(python: Path) -> None:
     subprocess.run([str(python), "-m", "compileall", "-q", str(folder)], check=True)
 
 
-def actions(
-    bench: harness.Bench, repos: harness.Repos, cases: list[str]
-) -> dict[str, Callable[[int], object]]:
-    git = bench.git
-    push = harness.make_push(repos.push, git.url(repos.push.name), bench.args.push) if repos.push else None
-    faulty = harness.make_push(repos.push, git.url(repos.push.name), bench.args.faulty_push) if push else None
-    table: dict[str, Callable[[int], object]] = {
-        "trigger-all": lambda run: bench.trigger(push, False, run),
-        "trigger-paths": lambda run: bench.trigger(push, True, run),
-        "faulty-api": lambda run: bench.faulty_api(faulty, run),
-    }
-    if repos.history is not None:
-        history = harness.make_history(repos.history, git.url(repos.history.name), bench.args)
-        for case in harness.HISTORY_TRIGGERS:
-            table[case] = lambda run, case=case: bench.history_trigger(case, history, run)
-    for label, repo in repos.revisions.items():
-        table[f"revision@{label}"] = lambda run, label=label, repo=repo: bench.revision(
-            str(label), git.url(repo.name), repo, run
-        )
-    return {case: table[case] for case in cases}
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     histories = sorted({int(c.split("@")[1]) for c in args.cases if c.startswith("revision@")})
+    # The harness prepares the repositories (and the faulty push) of the cases it is asked for.
     groups = ["trigger"] + (["revision"] if histories else [])
-    groups += [c for c in args.cases if c in harness.HISTORY_TRIGGERS]
+    groups += [c for c in args.cases if c == "faulty-api" or c in harness.HISTORY_TRIGGERS]
     bench_argv = ["--cases", ",".join(groups), "--runs", "1", "--no-profile"]
     if histories:
         bench_argv += ["--revision-histories", ",".join(map(str, histories))]
@@ -115,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
             contextlib.ExitStack() as stack,
         ):
             bench = harness.Bench(bench_args, git, emu, work, stack)
-            todo = actions(bench, repos, args.cases)
+            every, _ = harness.case_actions(bench, repos)
+            todo = {case: every[case] for case in args.cases}
             for rnd in range(args.rounds):
                 order = list(sides) if rnd % 2 == 0 else list(sides)[::-1]
                 for case, action in todo.items():

@@ -1107,8 +1107,9 @@ def make_history(repo: Path, url: str, args: argparse.Namespace) -> History:
     return History(url, repo, {c: (b, a, len(first_parent(repo, a, b))) for c, (b, a) in pushes.items()})
 
 
-def build_plan(bench: Bench, repos: Repos) -> tuple[list[Callable[[int], Measure]], Push | None]:
-    """One action a case (a round of runs), in ORDER; and the push of the push repository, if any."""
+def case_actions(bench: Bench, repos: Repos) -> tuple[dict[str, Callable[[int], Measure]], Push | None]:
+    """Every case's action by name (`revision@N` for each revision history), for the repositories
+    prepared; and the push of the push repository, if any. bench/ab.py runs them too."""
     args, git = bench.args, bench.git
     push = faulty = history = None
     if repos.push is not None:
@@ -1133,13 +1134,22 @@ def build_plan(bench: Bench, repos: Repos) -> tuple[list[Callable[[int], Measure
         **{c: (lambda r, c=c: bench.history_trigger(c, history, r)) for c in HISTORY_TRIGGERS},
         "faulty-api": lambda r: bench.faulty_api(faulty, r),
     }
+    for h, repo in repos.revisions.items():
+        actions[f"revision@{h}"] = lambda r, h=h, repo=repo: bench.revision(
+            str(h), git.url(repo.name), repo, r
+        )
+    return actions, push
+
+
+def build_plan(bench: Bench, repos: Repos) -> tuple[list[Callable[[int], Measure]], Push | None]:
+    """One action a case (a round of runs), in ORDER; and the push of the push repository, if any."""
+    actions, push = case_actions(bench, repos)
     plan: list[Callable[[int], Measure]] = []
-    for case in args.cases:
-        if case != "revision":
+    for case in bench.args.cases:
+        if case == "revision":
+            plan.extend(actions[f"revision@{h}"] for h in repos.revisions)
+        else:
             plan.append(actions[case])
-            continue
-        for h, repo in repos.revisions.items():
-            plan.append(lambda r, h=h, repo=repo: bench.revision(str(h), git.url(repo.name), repo, r))
     return plan, push
 
 
