@@ -104,7 +104,8 @@ class FanOut:
             finally:
                 with self._cond:
                     self._in_flight -= 1
-                    self._cond.notify_all()
+                    if self._stopping:  # only a stopping pool waits for the tries in flight
+                        self._cond.notify_all()
 
     def _next(self) -> _Try | None:
         """The next try whose time has come, waiting for it; None when there is nothing left to do."""
@@ -185,6 +186,9 @@ class FanOut:
             report = now - self._last_report >= logs.PROGRESS_INTERVAL and self._unfinished
             if report:
                 self._last_report = now
-            self._cond.notify_all()
+            # The main thread waits for the last revision or a stop; no thread waits for the others.
+            # Waking it for each of them cost a GIL hand-off per revision.
+            if not self._unfinished or self._stopping:
+                self._cond.notify_all()
         if report and not self._stopping:
             logger.info("%s", self.progress())
