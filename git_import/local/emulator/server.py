@@ -975,7 +975,9 @@ class Emulator:
                     "method": call.method,
                     "path": call.path,
                     "status": status,
-                    "body": copy.deepcopy(call.body),
+                    # Parsed from this request's bytes and never stored elsewhere (handlers keep
+                    # copies of its values): the log owns it, no copy needed.
+                    "body": call.body,
                     "auth_scheme": call.scheme,
                     "task_id": call.task_id,
                 }
@@ -1140,8 +1142,11 @@ class Emulator:
             self.stats["races_injected"] += 1
             raise self._duplicate_slug(slug, run, raced["id"])
         task = self._insert_task(process, **kwargs)
-        response = {key: copy.deepcopy(task[key]) for key in TASK_RESPONSE_FIELDS}
-        response["env"].pop("ARKINDEX_TASK_TOKEN", None)
+        # A task's values are strings, numbers and flat containers of strings: copying the
+        # containers is a deep copy, at a fraction of copy.deepcopy's cost on every CreateTask.
+        response = {key: task[key] for key in TASK_RESPONSE_FIELDS}
+        response["parents"] = list(task["parents"])
+        response["env"] = {k: v for k, v in task["env"].items() if k != "ARKINDEX_TASK_TOKEN"}
         return response
 
     def _get_worker(self, worker_id: str) -> dict[str, Any]:
