@@ -107,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
                         m = action(2 * rnd + n)
                         if m.returncode != 0 or m.check:
                             raise SystemExit(f"{case} ({side}) failed: {m.check or m.stderr_tail}")
-                        walls[case][side].append({"wall": m.wall, "total": m.phases.get("total", 0.0)})
+                        walls[case][side].append(
+                            {"wall": m.wall, "total": m.phases.get("total", 0.0), "phases": m.phases}
+                        )
                 harness.log(f"round {rnd + 1}/{args.rounds} done")
     finally:
         shutil.rmtree(work, ignore_errors=True)
