@@ -7,7 +7,9 @@ Each round runs every chosen case once with each interpreter (`--against`'s and 
 order alternating from round to round, so that a change of the machine's load hits both alike. Both
 sides use this checkout's harness, servers and cached repositories: only the tool differs. Prints, for
 each case, the medians of the wall time and of the tool's own `total` phase (from its closing
-`timings:` line), and their ratios (this checkout over the other); `--output` keeps every run in JSON.
+`timings:` line), and their ratios (this checkout over the other), with a 95% bootstrap interval of
+the wall ratio and the ratio of the means; `--output` keeps every run in JSON, and `--pool A.json
+B.json ...` prints the table of several series pooled (the README's "every series" rows).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import argparse
 import compileall
 import contextlib
 import json
+import random
 import shutil
 import statistics
 import subprocess
@@ -37,7 +40,7 @@ CASES = (
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--against", type=Path, required=True, help="the other install's Python interpreter")
+    p.add_argument("--against", type=Path, help="the other install's Python interpreter")
     p.add_argument(
         "--this",
         type=Path,
@@ -46,7 +49,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cases", default="trigger-all,trigger-paths", help=f"comma-separated, among {CASES}")
     p.add_argument("--rounds", type=int, default=10, help="rounds (default: 10)")
     p.add_argument("--output", type=Path, help="every run, as JSON")
+    p.add_argument(
+        "--pool",
+        type=Path,
+        nargs="+",
+        metavar="JSON",
+        help="run nothing: print the table of these --output files' runs, pooled case by case",
+    )
     args = p.parse_args(argv)
+    if args.pool:
+        return args
+    if args.against is None:
+        p.error("--against is required (or --pool)")
     args.cases = [c for c in args.cases.split(",") if c]
     # Absolute, not resolved: a venv's python is a symlink, and the venv is what it is run for.
     args.against = args.against.absolute()
@@ -73,6 +87,9 @@ def compile_other(python: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.pool:
+        print(report(pooled(args.pool)))
+        return 0
     histories = sorted({int(c.split("@")[1]) for c in args.cases if c.startswith("revision@")})
     # The harness prepares the repositories (and the faulty push) of the cases it is asked for.
     groups = ["trigger"] + (["revision"] if histories else [])
@@ -121,8 +138,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(walls: dict[str, dict[str, list[dict[str, float]]]]) -> str:
     lines = [
-        "| case | other: wall | this: wall | ratio | other: total | this: total | ratio | rounds |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| case | other: wall | this: wall | ratio (95%) | mean ratio | other: total | this: total | ratio | rounds |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for case, sides in walls.items():
         med = {
@@ -130,11 +147,39 @@ def report(walls: dict[str, dict[str, list[dict[str, float]]]]) -> str:
             for s, runs in sides.items()
         }
         o, t = med["other"], med["this"]
+        other, this = ([r["wall"] for r in sides[s]] for s in ("other", "this"))
+        low, high = bootstrap(other, this)
+        mean = statistics.mean(this) / statistics.mean(other)
         lines.append(
-            f"| {case} | {o['wall']:.3f} | {t['wall']:.3f} | {t['wall'] / o['wall']:.3f} | {o['total']:.3f} | "
-            f"{t['total']:.3f} | {t['total'] / o['total']:.3f} | {len(sides['this'])} |"
+            f"| {case} | {o['wall']:.3f} | {t['wall']:.3f} | {t['wall'] / o['wall']:.3f} ({low:.3f}-{high:.3f}) "
+            f"| {mean:.3f} | {o['total']:.3f} | {t['total']:.3f} | {t['total'] / o['total']:.3f} | {len(this)} |"
         )
     return "\n".join(lines)
+
+
+def pooled(files: list[Path]) -> dict[str, dict[str, list[dict[str, float]]]]:
+    """The runs of several --output files, case by case and side by side (rounds stay paired)."""
+    walls: dict[str, dict[str, list[dict[str, float]]]] = {}
+    for file in files:
+        for case, sides in json.loads(file.read_text())["runs"].items():
+            for side, runs in sides.items():
+                walls.setdefault(case, {}).setdefault(side, []).extend(runs)
+    return walls
+
+
+def bootstrap(other: list[float], this: list[float], draws: int = 2000) -> tuple[float, float]:
+    """A 95% interval of the ratio of the wall medians (this over other), resampling whole rounds: on
+    this machine one run of a 0.5 s case varies by 10-15%, and the interval says what the rounds resolve."""
+    rng = random.Random(1)
+    rounds = range(len(this))
+    ratios = []
+    for _ in range(draws):
+        picked = [rng.choice(rounds) for _ in rounds]
+        ratios.append(
+            statistics.median(this[i] for i in picked) / statistics.median(other[i] for i in picked)
+        )
+    ratios.sort()
+    return ratios[int(0.025 * draws)], ratios[int(0.975 * draws) - 1]
 
 
 if __name__ == "__main__":
