@@ -17,11 +17,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from git_import import artifacts, logs, stop
-from git_import.arkindex import ArkindexAPI
 from git_import.errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, ConfigError, FatalError
+from git_import.git.process import short_gil_slices
 from git_import.git.repo import GitEnv, GitError, Repo, git_env_for
 from git_import.logs import Timings
 from git_import.retry import with_retries
@@ -37,6 +37,9 @@ from git_import.rules.configuration import (
 )
 from git_import.rules.urls import branch_and_tag, check_repository_url, revision_url, web_url
 from git_import.settings import Settings
+
+if TYPE_CHECKING:  # the API layer (requests, arkindex-client) is imported while the commit is fetched
+    from git_import.arkindex import ArkindexAPI
 
 logger = logging.getLogger(__name__)
 
@@ -179,13 +182,29 @@ def check_source(settings: Settings) -> Source:
 
 
 def read_source(settings: Settings, source: Source, timings: Timings) -> Configuration:
-    """Fetch the commit and read its worker configuration, in a folder removed afterwards."""
+    """Fetch the commit and read its worker configuration, in a folder removed afterwards.
+
+    Both run in a thread while this one imports the API layer that registration needs next: the fetch
+    mostly waits on the server, and the import is about 0.1 s of the task's start."""
     with git_env_for(settings) as git_env, tempfile.TemporaryDirectory(prefix="git-import-") as tmp:
-        with timings.phase("fetch"):
-            logger.info("revision %s: fetching from %s", source.commit, source.url)
-            repo = fetch_revision(settings, git_env, Path(tmp), source.url, source.commit)
-        with timings.phase("read"):
-            return read_revision_configuration(settings, repo, source.commit)
+
+        def fetch_and_read() -> Configuration:
+            with timings.phase("fetch"):
+                logger.info("revision %s: fetching from %s", source.commit, source.url)
+                repo = fetch_revision(settings, git_env, Path(tmp), source.url, source.commit)
+            with timings.phase("read"):
+                return read_revision_configuration(settings, repo, source.commit)
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fetch") as pool, short_gil_slices():
+            future = pool.submit(fetch_and_read)
+            try:
+                import git_import.arkindex  # noqa: F401
+
+                return future.result()
+            except BaseException:
+                # A stop signal: git runs out of a terminal's reach; stop it before the pool waits.
+                git_env.stop()
+                raise
 
 
 def register_all(
@@ -194,6 +213,8 @@ def register_all(
     """Register every worker, WORKER_CONCURRENCY at once; the report lists them in the files' order,
     as one after the other would. A refusal of one worker is reported and the others go on. A refused
     token (exit 2) stops the task: every other worker would be refused the same way."""
+    from git_import.arkindex import ArkindexAPI
+
     api = ArkindexAPI(settings, pool_size=settings.worker_concurrency)
     repository = web_url(source.url)
 

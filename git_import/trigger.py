@@ -14,9 +14,7 @@ import shutil
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -24,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from git_import import artifacts, logs, stop
 from git_import.early import CLONE_FILTER, EarlyClone, clone_depth
 from git_import.errors import EXIT_FAILURE, EXIT_OK, ConfigError, FatalError
+from git_import.git.process import short_gil_slices
 from git_import.git.repo import Commit, GitEnv, GitError, Repo, git_env_for
 from git_import.logs import Timings
 from git_import.retry import with_retries
@@ -163,7 +162,7 @@ def prepare(
                 return target, selection, preview(settings, repo, target, selection, inputs.paths)
 
         api_error: Exception | None = None
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clone") as pool, _short_gil_slices():
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clone") as pool, short_gil_slices():
             git_future = pool.submit(clone_and_select)
             try:
                 try:
@@ -184,19 +183,6 @@ def prepare(
             raise error
     target, selection, previews = git_future.result()
     return Prepared(target, selection, api, existing, previews)
-
-
-@contextmanager
-def _short_gil_slices() -> Iterator[None]:
-    """A 0.5 ms switch interval while the selection thread runs short git commands and this thread
-    imports the API layer: at the default 5 ms, each git command that ended waited up to that long for
-    the importing thread to let go of the GIL (about 3% of a small push's trigger: CHANGELOG)."""
-    previous = sys.getswitchinterval()
-    sys.setswitchinterval(0.0005)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(previous)
 
 
 def read_process(

@@ -262,6 +262,38 @@ def test_sigterm_during_registration_as_pid_1(
     assert len(emulator.versions()) == 12
 
 
+def test_sigterm_during_a_stalled_revision_fetch_as_pid_1(
+    emulator: Emulator,
+    repo: RepoBuilder,
+    git_root: Path,
+    git_server: GitHTTPServer,
+    tmp_path: Path,
+) -> None:
+    """The fetch runs in a thread while the main thread imports the API layer: stopped while git waits
+    on a server that sends nothing, every git process goes at once, nothing is registered, and the
+    report says the task was stopped."""
+    commit = many_workers(repo, git_root, 1)
+    ponos = make_ponos(emulator, tmp_path / "data", {})
+    env = revision_env(ponos, git_server.url("workers.git"), commit, PONOS_DATA=str(ponos.data))
+    git_server.faults = GitFaults(stall_next=5, stall_seconds=60)
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    tool = start_as_pid1(["revision", commit], {**env, "TMPDIR": str(tmpdir)}, tmp_path / "r.log")
+    wait_for(lambda: any(r["method"] == "POST" for r in list(git_server.requests)), "git reached the server")
+
+    exit_code, took = stop_and_wait(tool)
+
+    output = (tmp_path / "r.log").read_text()
+    assert exit_code == 143, output
+    assert took < STOP_WITHIN
+    assert "stopped by SIGTERM" in output and "Traceback" not in output
+    assert group_members(tool.pid) == []
+    assert list(tmpdir.iterdir()) == []
+    assert emulator.workers() == []
+    report = json.loads((ponos.data / "current" / "import-report.json").read_text())
+    assert report["workers"] == [] and report["errors"][-1]["message"] == "stopped by SIGTERM"
+
+
 def test_revision_with_a_read_only_data_folder(
     emulator: Emulator,
     repo: RepoBuilder,
