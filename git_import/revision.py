@@ -202,7 +202,8 @@ def read_source(settings: Settings, source: Source, timings: Timings) -> Configu
 
                 return future.result()
             except BaseException:
-                # A stop signal: git runs out of a terminal's reach; stop it before the pool waits.
+                # A stop signal (or the fetch's own failure): git runs out of a terminal's reach, so
+                # whatever still runs is stopped here, before the pool waits for its thread.
                 git_env.stop()
                 raise
 
