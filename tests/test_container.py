@@ -154,23 +154,32 @@ def test_sigterm_during_a_stalled_clone_as_pid_1(
     """Stopped while git waits on a server that sends nothing: every git process goes, at once."""
     hashes = fast_history(git_root / "workers.git", 3)
     ponos = make_ponos(emulator, tmp_path / "data", {"REPOSITORY_URL": git_server.url("workers.git")})
+    stop_while_git_stalls(git_server, ["trigger"], {**ponos.env, "REPOSITORY_BEFORE": hashes[0]}, tmp_path)
+    assert ponos.children() == []
+
+
+def stop_while_git_stalls(
+    git_server: GitHTTPServer, argv: list[str], env: dict[str, str], tmp_path: Path
+) -> str:
+    """Start the tool as PID 1 against a Git server that sends nothing, and SIGTERM it once git reached
+    the server. Checks what every such stop leaves: exit 143 within the bound, one line saying so and
+    no traceback, no process of its group, no temporary folder. Returns the tool's output."""
     git_server.faults = GitFaults(stall_next=5, stall_seconds=60)
     tmpdir = tmp_path / "tmp"
     tmpdir.mkdir()
-    tool = start_as_pid1(
-        ["trigger"], {**ponos.env, "REPOSITORY_BEFORE": hashes[0], "TMPDIR": str(tmpdir)}, tmp_path / "t.log"
-    )
+    log = tmp_path / "stalled.log"
+    tool = start_as_pid1(argv, {**env, "TMPDIR": str(tmpdir)}, log)
     wait_for(lambda: any(r["method"] == "POST" for r in list(git_server.requests)), "git reached the server")
 
     exit_code, took = stop_and_wait(tool)
 
-    output = (tmp_path / "t.log").read_text()
+    output = log.read_text()
     assert exit_code == 143, output
     assert took < STOP_WITHIN
     assert "stopped by SIGTERM" in output and "Traceback" not in output
     assert group_members(tool.pid) == []
     assert list(tmpdir.iterdir()) == []
-    assert ponos.children() == []
+    return output
 
 
 def test_read_only_data_folder_is_refused_before_anything_is_created(
@@ -275,20 +284,7 @@ def test_sigterm_during_a_stalled_revision_fetch_as_pid_1(
     commit = many_workers(repo, git_root, 1)
     ponos = make_ponos(emulator, tmp_path / "data", {})
     env = revision_env(ponos, git_server.url("workers.git"), commit, PONOS_DATA=str(ponos.data))
-    git_server.faults = GitFaults(stall_next=5, stall_seconds=60)
-    tmpdir = tmp_path / "tmp"
-    tmpdir.mkdir()
-    tool = start_as_pid1(["revision", commit], {**env, "TMPDIR": str(tmpdir)}, tmp_path / "r.log")
-    wait_for(lambda: any(r["method"] == "POST" for r in list(git_server.requests)), "git reached the server")
-
-    exit_code, took = stop_and_wait(tool)
-
-    output = (tmp_path / "r.log").read_text()
-    assert exit_code == 143, output
-    assert took < STOP_WITHIN
-    assert "stopped by SIGTERM" in output and "Traceback" not in output
-    assert group_members(tool.pid) == []
-    assert list(tmpdir.iterdir()) == []
+    stop_while_git_stalls(git_server, ["revision", commit], env, tmp_path)
     assert emulator.workers() == []
     report = json.loads((ponos.data / "current" / "import-report.json").read_text())
     assert report["workers"] == [] and report["errors"][-1]["message"] == "stopped by SIGTERM"
