@@ -33,11 +33,17 @@ from git_import.rules.urls import NULL_SHA, check_ref, check_repository_url, clo
 # Commits only, even with a path filter: the trigger fetches the trees of the pushed range alone.
 CLONE_FILTER = "tree:0"
 
+# The first clone of a push holds the ref's last SHALLOW_DEPTH commits: a push is nearly always far
+# shorter, and the clone then costs the push, not the history (on a 200,000-commit history, 0.15 s
+# against 3 s for the whole). The trigger clones the whole history when they do not suffice to select
+# exactly (`trigger.history_suffices`).
+SHALLOW_DEPTH = 1000
 
-def clone_depth(before: str | None) -> int | None:
-    """The clone's depth: the whole history, which the trigger reads down to `before`; or, without
-    `before` (a new branch), the target alone."""
-    return None if before else 1
+
+def clone_depth(before: str | None) -> int:
+    """The first clone's depth: the ref's last SHALLOW_DEPTH commits, down to `before` in nearly every
+    push; or, without `before` (a new branch), the target alone."""
+    return SHALLOW_DEPTH if before else 1
 
 
 class EarlyClone:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from git_import import artifacts, logs, stop
-from git_import.early import CLONE_FILTER, EarlyClone, clone_depth
+from git_import.early import CLONE_FILTER, SHALLOW_DEPTH, EarlyClone, clone_depth
 from git_import.errors import EXIT_FAILURE, EXIT_OK, ConfigError, FatalError
 from git_import.git.process import short_gil_slices
 from git_import.git.repo import Commit, GitEnv, GitError, Repo, git_env_for
@@ -215,14 +215,39 @@ def clone(
 ) -> tuple[Repo, Target]:
     """Fetch what selection needs, without files: commits only (the trees of a path filter come later).
 
-    Without `before` (a new branch) only the target commit is needed: depth 1. The first try takes the
-    `early` clone when it is this very clone."""
+    Without `before` (a new branch) only the target commit is needed: depth 1. With `before`, first the
+    ref's last SHALLOW_DEPTH commits; the whole history only when they cannot tell where the push starts
+    (`history_suffices`), so that selection always gets the whole history's answer. The first clone
+    takes the `early` clone when it is this very clone."""
     path = workdir / "repo.git"
+    depth = clone_depth(settings.before)
+    repo, target = _clone(settings, git_env, path, inputs, early, depth)
+    if target is not None and history_suffices(repo, target.commit, settings.before):
+        return repo, target
+    logger.info(
+        "the ref's last %d commits do not show where the push starts: cloning the whole history", depth
+    )
+    shutil.rmtree(path, ignore_errors=True)
+    repo, target = _clone(settings, git_env, path, inputs, None, None)
+    assert target is not None  # the whole history tells
+    return repo, target
+
+
+def _clone(
+    settings: Settings,
+    git_env: GitEnv,
+    path: Path,
+    inputs: Inputs,
+    early: EarlyClone | None,
+    depth: int | None,
+) -> tuple[Repo, Target | None]:
+    """One clone of the ref at `depth` (None: the whole history), retried; its target (None: see
+    `reach_after`)."""
     pending = [early] if early is not None else []
 
-    def attempt() -> tuple[Repo, Target]:
-        fetched = fetch_ref(settings, git_env, path, inputs, pending.pop() if pending else None)
-        return fetched.repo, reach_after(settings, fetched, inputs.ref)
+    def attempt() -> tuple[Repo, Target | None]:
+        fetched = fetch_ref(settings, git_env, path, inputs, pending.pop() if pending else None, depth)
+        return fetched.repo, reach_after(settings, fetched, inputs.ref, depth)
 
     return with_retries(
         attempt,
@@ -234,15 +259,19 @@ def clone(
 
 
 def fetch_ref(
-    settings: Settings, git_env: GitEnv, path: Path, inputs: Inputs, early: EarlyClone | None
+    settings: Settings,
+    git_env: GitEnv,
+    path: Path,
+    inputs: Inputs,
+    early: EarlyClone | None,
+    depth: int | None,
 ) -> Fetched:
     """Clone the ref (the common case: one git process) or, for a full ref, fetch it into a new repository."""
-    depth = clone_depth(settings.before)
     branch = clone_branch(inputs.ref)
     if branch is False:
         if early is not None:
             early.close()  # not a clone this path makes
-        return _fetch_full_ref(settings, Repo.init(path, inputs.url, git_env), inputs.ref)
+        return _fetch_full_ref(settings, Repo.init(path, inputs.url, git_env), inputs.ref, depth)
     try:
         repo = (early and early.take(path, inputs.url, branch, depth, git_env)) or Repo.clone(
             path, inputs.url, git_env, branch=branch, filter=CLONE_FILTER, depth=depth
@@ -261,7 +290,7 @@ def fetch_ref(
     return Fetched(repo, full_ref, tip, full_ref)
 
 
-def _fetch_full_ref(settings: Settings, repo: Repo, ref: str | None) -> Fetched:
+def _fetch_full_ref(settings: Settings, repo: Repo, ref: str | None, depth: int | None) -> Fetched:
     assert ref is not None
     refs, _ = repo.ls_remote(ref)
     if ref not in refs:
@@ -269,7 +298,6 @@ def _fetch_full_ref(settings: Settings, repo: Repo, ref: str | None) -> Fetched:
         return Fetched(repo)
     after = settings.repository_after
     if after is None or refs[ref] == after or settings.before is not None:
-        depth = clone_depth(settings.before)
         repo.fetch(f"+{ref}:{TARGET_REF}", filter=CLONE_FILTER, depth=depth, what=f"fetching {ref}")
         return Fetched(repo, ref, repo.rev_parse_commit(TARGET_REF), TARGET_REF)
     return Fetched(repo, ref)
@@ -290,9 +318,13 @@ def _missing_ref(ref: str | None, after: str | None) -> None:
     )
 
 
-def reach_after(settings: Settings, fetched: Fetched, given_ref: str | None) -> Target:
+def reach_after(
+    settings: Settings, fetched: Fetched, given_ref: str | None, depth: int | None
+) -> Target | None:
     """The target: REPOSITORY_AFTER when given (fetched by itself when it is not on the ref's history),
-    else the ref's tip. Asking the clone costs the push, not the history (`Repo.holds_ancestor`)."""
+    else the ref's tip. Asking the clone costs the push, not the history (`Repo.holds_ancestor`).
+    None when REPOSITORY_AFTER may be on the ref below the ref's last SHALLOW_DEPTH commits: the whole
+    history tells."""
     repo, full_ref, after = fetched.repo, fetched.ref, settings.repository_after
     if after is None or after == fetched.tip:
         assert fetched.tip is not None
@@ -300,6 +332,8 @@ def reach_after(settings: Settings, fetched: Fetched, given_ref: str | None) -> 
     on_ref = fetched.local_ref is not None and repo.holds_ancestor(after, fetched.local_ref)
     if on_ref:
         return Target(full_ref, after)
+    if depth == SHALLOW_DEPTH and fetched.local_ref is not None and repo.shallow_commits():
+        return None
     if given_ref is None and full_ref is not None:
         # The ref was not given: the default branch was a guess, and `after` is not on it (or cannot be
         # told to be). Its tasks would carry a wrong branch: carry none.
@@ -311,9 +345,7 @@ def reach_after(settings: Settings, fetched: Fetched, given_ref: str | None) -> 
         )
         full_ref = None
     try:
-        repo.fetch(
-            after, filter=CLONE_FILTER, depth=clone_depth(settings.before), what=f"fetching commit {after}"
-        )
+        repo.fetch(after, filter=CLONE_FILTER, depth=depth, what=f"fetching commit {after}")
     except GitError as exc:
         if exc.transient:
             raise
@@ -322,6 +354,31 @@ def reach_after(settings: Settings, fetched: Fetched, given_ref: str | None) -> 
             hint="give the hash of a pushed commit, or leave REPOSITORY_AFTER empty to import the ref's tip",
         ) from None
     return Target(full_ref, after)
+
+
+def history_suffices(repo: Repo, target: str, before: str | None) -> bool:
+    """Whether this clone gives selection the answer the whole history would give.
+
+    A shallow clone leaves out the parents of its boundary commits (`Repo.shallow_commits`). What it
+    holds is true of the whole history (an ancestor in the clone is an ancestor); only what it leaves
+    out can mislead. Selection keeps the first-parent commits from the target down to the first one
+    that is an ancestor of `before`. In the clone, that walk is exact when:
+    1. `before` is an ancestor of the target there, and the walk ends on a commit that is no boundary:
+       its first parent C (if any: a root has none) is held, and is an ancestor of `before`;
+    2. no boundary commit is an ancestor of `before` without being one of C: then every ancestor of
+       `before` that C lacks is held with all its parents, so a kept commit, which descends from C,
+       is not an ancestor of `before` in the whole history either.
+    Three git processes that read the push, not the history."""
+    boundary = repo.shallow_commits()
+    if not boundary or before is None or before == target:
+        return True
+    if not repo.holds_ancestor(before, target):
+        return False  # below the clone, or not in the target's history at all: the whole history tells
+    end = repo.first_parent_end(target, before)
+    if end is None or end[0] in boundary:
+        return False
+    first_parent = end[1][:1]
+    return boundary.isdisjoint(repo.rev_list(before, *(f"^{c}" for c in first_parent)))
 
 
 # --- selection ----------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from git_import.early import EarlyClone, clone_depth
+from git_import.early import SHALLOW_DEPTH, EarlyClone, clone_depth
 from git_import.git.repo import GitEnv, GitError, git_env_for
 from git_import.local.gitserver import GitHTTPServer
 from git_import.local.sample import RepoBuilder, worker_yaml
@@ -68,7 +68,7 @@ def test_the_clone_the_settings_ask_for_is_taken(
     early = EarlyClone.start(ponos_env(pushed["url"], REPOSITORY_BEFORE=pushed["base"]))
     assert early is not None
     with GitEnv() as git_env:
-        repo = early.take(tmp_path / "repo.git", pushed["url"], None, None, git_env)
+        repo = early.take(tmp_path / "repo.git", pushed["url"], None, SHALLOW_DEPTH, git_env)
         assert repo is not None
         assert repo.git_env is git_env  # later git commands run with the trigger's own credentials helper
         assert repo.local_refs() == [("refs/heads/main", pushed["tip"])]
@@ -79,6 +79,7 @@ def test_the_clone_the_settings_ask_for_is_taken(
     ("asked", "why"),
     [
         ({"depth": 1}, "a new branch needs the target alone"),
+        ({"depth": None}, "the whole history"),
         ({"branch": "other"}, "another branch"),
         ({"git_env": {"token": REPO_TOKEN}}, "other credentials"),
         ({"git_env": {"stall_timeout": 5}}, "other time limits"),
@@ -91,7 +92,11 @@ def test_a_clone_the_settings_do_not_ask_for_is_dropped(
     assert early is not None
     with GitEnv(**asked.get("git_env", {})) as git_env:
         taken = early.take(
-            tmp_path / "repo.git", pushed["url"], asked.get("branch"), asked.get("depth"), git_env
+            tmp_path / "repo.git",
+            pushed["url"],
+            asked.get("branch"),
+            asked.get("depth", SHALLOW_DEPTH),
+            git_env,
         )
         assert taken is None, why
         assert not (tmp_path / "repo.git").exists()

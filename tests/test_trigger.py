@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from git_import.early import SHALLOW_DEPTH
 from git_import.git.repo import GitEnv, Repo
 from git_import.local.emulator import Emulator
 from git_import.local.gitserver import GitHTTPServer
@@ -725,6 +726,18 @@ def test_ref_head_means_the_default_branch(
 # --- selection on histories with merges (issue 15) -------------------------------------------------
 
 
+def first_parent_range(git_root: Path, target: str, before: str) -> list[str]:
+    """What git itself selects on the served repository: `rev-list --first-parent --reverse TARGET ^BEFORE`."""
+    git_dir = f"--git-dir={git_root / 'workers.git'}"
+    out = subprocess.run(
+        ["git", git_dir, "rev-list", "--first-parent", "--reverse", target, f"^{before}"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return out.split()
+
+
 def merged_history(repo: RepoBuilder) -> dict[str, str]:
     """main: base - m1 - merge(side) - m2 - merge2(side2) - m3, with side branches of two commits."""
     marks: dict[str, str] = {"base": repo.commit("Initial commit", {"README.md": "# Workers\n"})}
@@ -766,22 +779,100 @@ def test_selection_is_git_rev_list_first_parent(
     result = ponos.run_trigger(env)
 
     assert result.code == 0, result.output
-    expected = subprocess.run(
-        [
-            "git",
-            f"--git-dir={git_root / 'workers.git'}",
-            "rev-list",
-            "--first-parent",
-            "--reverse",
-            target,
-            f"^{marks[before]}",
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.split()
+    expected = first_parent_range(git_root, target, marks[before])
     assert expected, "the case selects nothing: it tests nothing"
     assert [r["hash"] for r in ponos.plan()["revisions"]] == expected
+
+
+# --- the first clone: the ref's last SHALLOW_DEPTH commits (issue 15) ------------------------------
+
+WHOLE_HISTORY = "cloning the whole history"
+
+
+def short_push_over_a_deep_history(repo: RepoBuilder) -> tuple[str, str | None]:
+    repo.commits(SHALLOW_DEPTH + 100)
+    return merged_history(repo)["m1"], None
+
+
+def before_through_a_merge_over_a_deep_history(repo: RepoBuilder) -> tuple[str, str | None]:
+    repo.commits(SHALLOW_DEPTH + 100)
+    return merged_history(repo)["s1a"], None
+
+
+def push_longer_than_the_clone(repo: RepoBuilder) -> tuple[str, str | None]:
+    repo.commits(SHALLOW_DEPTH + 100)
+    return repo.git("rev-parse", f"main~{SHALLOW_DEPTH + 50}"), None
+
+
+def after_below_the_clone(repo: RepoBuilder) -> tuple[str, str | None]:
+    repo.commits(SHALLOW_DEPTH + 100)
+    return repo.git("rev-parse", f"main~{SHALLOW_DEPTH + 30}"), repo.git(
+        "rev-parse", f"main~{SHALLOW_DEPTH + 20}"
+    )
+
+
+def merge_of_a_fork_below_the_clone(repo: RepoBuilder) -> tuple[str, str | None]:
+    """`before` is near the tip through a merge, but the first-parent line down to its fork is not."""
+    repo.commits(10)
+    repo.git("checkout", "--quiet", "-b", "side")
+    before = repo.commits(2, "Side", "side.txt")
+    repo.git("checkout", "--quiet", "main")
+    repo.commits(SHALLOW_DEPTH + 50)
+    repo.git("merge", "--quiet", "--no-ff", "--no-edit", "side")
+    return before, None
+
+
+def merge_of_a_long_side_from_the_root(repo: RepoBuilder) -> tuple[str, str | None]:
+    """The first-parent line is short down to the root, but `before` reaches that root only through a
+    side line longer than the clone: in the clone alone, the root would look new to the push."""
+    repo.commit("Initial commit", {"README.md": "# Workers\n"})
+    repo.git("checkout", "--quiet", "-b", "side")
+    before = repo.commits(SHALLOW_DEPTH + 50, "Side", "side.txt")
+    repo.git("checkout", "--quiet", "main")
+    history(repo, 2)
+    repo.git("merge", "--quiet", "--no-ff", "--no-edit", "side")
+    return before, None
+
+
+@pytest.mark.parametrize(
+    ("shape", "whole_history"),
+    [
+        (short_push_over_a_deep_history, False),
+        (before_through_a_merge_over_a_deep_history, False),
+        (push_longer_than_the_clone, True),
+        (after_below_the_clone, True),
+        (merge_of_a_fork_below_the_clone, True),
+        (merge_of_a_long_side_from_the_root, True),
+    ],
+)
+def test_the_first_clone_holds_the_last_commits_and_the_whole_history_comes_when_they_do_not_tell(
+    ponos: Ponos,
+    repo: RepoBuilder,
+    served: Callable[[], str],
+    git_root: Path,
+    shape: Callable[[RepoBuilder], tuple[str, str | None]],
+    whole_history: bool,
+) -> None:
+    """The selection is git's over the whole history, whichever clone gave it; the whole history is
+    cloned only when the ref's last commits cannot tell where the push starts."""
+    before, after = shape(repo)
+    url = served()
+    # No REPOSITORY_REF: the default branch is a guess, kept only when the target is known to be on it.
+    env = {
+        "REPOSITORY_URL": url,
+        "REPOSITORY_BEFORE": before,
+        **({"REPOSITORY_AFTER": after} if after else {}),
+    }
+
+    result = ponos.run_trigger(env)
+
+    assert result.code == 0, result.output
+    expected = first_parent_range(git_root, after or "main", before)
+    plan = ponos.plan()
+    selected = [r["hash"] for r in plan["left_out"]["revisions"] + plan["revisions"]]
+    assert selected == expected
+    assert plan["ref"] == "refs/heads/main"
+    assert (WHOLE_HISTORY in result.output) is whole_history, result.output
 
 
 def test_tag_push_is_labelled_a_tag(ponos: Ponos, repo: RepoBuilder, served: Callable[[], str]) -> None:

@@ -235,6 +235,38 @@ class Repo:
         status, out = run(self._argv(args), self.git_env, what="git rev-list", ok=(0, 128))
         return status == 0 and not out.strip()
 
+    def shallow_commits(self) -> set[str]:
+        """The commits whose parents a shallow clone left out; none when it holds the whole history.
+
+        git keeps them in the `shallow` file of the repository, one hash per line
+        (gitrepository-layout(5)); reading it costs no git process."""
+        try:
+            return set((self.path / "shallow").read_text().split())
+        except FileNotFoundError:
+            return set()
+
+    def rev_list(self, *revs: str) -> list[str]:
+        """The commits `git rev-list REVS` lists, newest first (`^X` excludes X and its ancestors)."""
+        return self.run("rev-list", "--end-of-options", *revs, what="git rev-list").decode().split()
+
+    def first_parent_end(self, target: str, exclude: str) -> tuple[str, list[str]] | None:
+        """The last commit of the first-parent walk from `target` down to `exclude` (excluded), with
+        its parents as the clone knows them; None when the walk lists nothing."""
+        out = self.run(
+            "rev-list",
+            "--first-parent",
+            "--parents",
+            "--end-of-options",
+            target,
+            f"^{exclude}",
+            what="git rev-list",
+        )
+        lines = out.decode().splitlines()
+        if not lines:
+            return None
+        last, *parents = lines[-1].split()
+        return last, parents
+
     # --- history ----------------------------------------------------------------------------
     def first_parent_log(
         self,

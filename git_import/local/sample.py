@@ -75,6 +75,43 @@ class RepoBuilder:
         self.git("commit", "--quiet", "--allow-empty", "-m", message)
         return self.head()
 
+    def commits(self, count: int, message: str = "Commit", path: str = "filler.txt") -> str:
+        """`count` commits on the current branch, each rewriting `path`, in one `git fast-import`
+        (a process per commit would take seconds for a history deeper than the trigger's first clone);
+        returns the last one."""
+        branch = self.git("symbolic-ref", "HEAD")
+        parent = subprocess.run(
+            ["git", "rev-parse", "--verify", "--quiet", "HEAD"],
+            cwd=self.path,
+            env=_git_env(),
+            capture_output=True,
+        ).stdout.strip()  # nothing in an empty repository: the first commit is a root
+        stream = []
+        for i in range(count):
+            self._tick += 1
+            text, content = f"{message} {i}".encode(), b"%d\n" % i
+            stream += [
+                b"commit %s\n" % branch.encode(),
+                b"committer %s <%s> %d +0000\n"
+                % (
+                    _ENV["GIT_COMMITTER_NAME"].encode(),
+                    _ENV["GIT_COMMITTER_EMAIL"].encode(),
+                    1767225600 + self._tick,
+                ),
+                b"data %d\n%s\n" % (len(text), text),
+                b"from %s\n" % parent if i == 0 and parent else b"",
+                b"M 100644 inline %s\ndata %d\n%s\n" % (path.encode(), len(content), content),
+            ]
+        subprocess.run(
+            ["git", "fast-import", "--quiet"],
+            cwd=self.path,
+            env=_git_env(),
+            input=b"".join(stream),
+            check=True,
+        )
+        self.git("reset", "--quiet", "--hard")  # the work tree and index follow the branch
+        return self.head()
+
     def tag(self, name: str, commit: str = "HEAD") -> None:
         """Create or move the lightweight tag `name`."""
         self.git("tag", "--force", name, commit)
