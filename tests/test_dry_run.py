@@ -20,6 +20,7 @@ from types import SimpleNamespace
 import pytest
 
 from git_import import preview as preview_module
+from git_import.early import SHALLOW_DEPTH
 from git_import.git.repo import GitEnv, Repo
 from git_import.local.gitserver import GitHTTPServer
 from git_import.local.sample import RepoBuilder, worker_yaml
@@ -85,15 +86,21 @@ def worker_history(repo: RepoBuilder) -> tuple[str, list[str]]:
 # --- what the dry run shows ---------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("deep", [False, True], ids=["short history", "history deeper than the clone"])
 def test_dry_run_shows_each_revisions_workers_and_refused_files(
-    repo: RepoBuilder, served: Callable[[], str], git_server: GitHTTPServer
+    repo: RepoBuilder, served: Callable[[], str], git_server: GitHTTPServer, deep: bool
 ) -> None:
+    if deep:  # the first clone holds the ref's last SHALLOW_DEPTH commits: the files come from it
+        repo.commits(SHALLOW_DEPTH + 100)
     base, pushed = worker_history(repo)
     env = {"REPOSITORY_URL": served(), "REPOSITORY_BEFORE": base}
 
     git_server.reset_counters()
-    plan = json.loads(dry_run(env).stdout)
+    result = dry_run(env)
+    plan = json.loads(result.stdout)
     assert transfers(git_server) == 3  # the clone, the range's trees, the configuration files
+    assert "cloning " in result.stderr
+    assert "cloning the whole history" not in result.stderr
     assert (plan["dry_run"], plan["image"]) == (True, IMAGE)
     revisions = plan["revisions"]
     assert [r["hash"] for r in revisions] == pushed
