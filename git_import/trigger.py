@@ -363,21 +363,24 @@ def history_suffices(repo: Repo, target: str, before: str | None) -> bool:
     holds is true of the whole history (an ancestor in the clone is an ancestor); only what it leaves
     out can mislead. Selection keeps the first-parent commits from the target down to the first one
     that is an ancestor of `before`. In the clone, that walk is exact when:
-    1. `before` is an ancestor of the target there, and the walk ends on a commit that is no boundary:
-       its first parent C (if any: a root has none) is held, and is an ancestor of `before`;
+    1. it ends on a commit that is no boundary, whose first parent C (if any: a root has none) is
+       then held and an ancestor of `before`; and `before` is an ancestor of the target;
     2. no boundary commit is an ancestor of `before` without being one of C: then every ancestor of
        `before` that C lacks is held with all its parents, so a kept commit, which descends from C,
        is not an ancestor of `before` in the whole history either.
-    Three git processes that read the push, not the history."""
+    A linear push (C is `before`) satisfies both with the walk alone: one git process that reads the
+    push; three at most."""
     boundary = repo.shallow_commits()
     if not boundary or before is None or before == target:
         return True
-    if not repo.holds_ancestor(before, target):
-        return False  # below the clone, or not in the target's history at all: the whole history tells
     end = repo.first_parent_end(target, before)
     if end is None or end[0] in boundary:
-        return False
+        return False  # `before` below the clone (or not in it at all), or the walk cut short
     first_parent = end[1][:1]
+    if first_parent == [before]:
+        return True
+    if not repo.holds_ancestor(before, target):
+        return False  # below the clone, or not in the target's history at all: the whole history tells
     return boundary.isdisjoint(repo.rev_list(before, *(f"^{c}" for c in first_parent)))
 
 

@@ -834,6 +834,26 @@ def merge_of_a_long_side_from_the_root(repo: RepoBuilder) -> tuple[str, str | No
     return before, None
 
 
+def after_reaching_before_only_below_the_clone(repo: RepoBuilder) -> tuple[str, str | None]:
+    """The clone holds `before` (the tip merges a branch forked from it) and its parent, which is on
+    AFTER's first-parent line; but AFTER reaches `before` only through a side line longer than the
+    clone. In the clone alone, `before` would look like no ancestor of AFTER: a setting error."""
+    repo.commit("Initial commit", {"README.md": "# Workers\n"})
+    repo.git("checkout", "--quiet", "-b", "before")
+    before = repo.commit("Before", {"before.txt": "1"})
+    repo.git("checkout", "--quiet", "-b", "long")
+    repo.commits(SHALLOW_DEPTH + 50, "Long", "long.txt")
+    repo.git("checkout", "--quiet", "main")
+    history(repo, 1)
+    repo.git("merge", "--quiet", "--no-ff", "--no-edit", "long")
+    after = repo.head()
+    repo.git("checkout", "--quiet", "-b", "short", "before")
+    repo.commit("Short", {"short.txt": "1"})
+    repo.git("checkout", "--quiet", "main")
+    repo.git("merge", "--quiet", "--no-ff", "--no-edit", "short")
+    return before, after
+
+
 @pytest.mark.parametrize(
     ("shape", "whole_history"),
     [
@@ -843,6 +863,7 @@ def merge_of_a_long_side_from_the_root(repo: RepoBuilder) -> tuple[str, str | No
         (after_below_the_clone, True),
         (merge_of_a_fork_below_the_clone, True),
         (merge_of_a_long_side_from_the_root, True),
+        (after_reaching_before_only_below_the_clone, True),
     ],
 )
 def test_the_first_clone_holds_the_last_commits_and_the_whole_history_comes_when_they_do_not_tell(

@@ -251,17 +251,13 @@ class Repo:
 
     def first_parent_end(self, target: str, exclude: str) -> tuple[str, list[str]] | None:
         """The last commit of the first-parent walk from `target` down to `exclude` (excluded), with
-        its parents as the clone knows them; None when the walk lists nothing."""
-        out = self.run(
-            "rev-list",
-            "--first-parent",
-            "--parents",
-            "--end-of-options",
-            target,
-            f"^{exclude}",
-            what="git rev-list",
+        its parents as the clone knows them; None when the walk lists nothing, or when the clone lacks
+        `exclude` (`--missing`: never a fetch on demand, as in `holds_ancestor`)."""
+        args = ["rev-list", "--missing=allow-any", "--first-parent", "--parents", "--end-of-options"]
+        status, out = run(
+            self._argv([*args, target, f"^{exclude}"]), self.git_env, what="git rev-list", ok=(0, 128)
         )
-        lines = out.decode().splitlines()
+        lines = out.decode().splitlines() if status == 0 else []
         if not lines:
             return None
         last, *parents = lines[-1].split()
