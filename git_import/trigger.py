@@ -220,42 +220,32 @@ def clone(
     (`history_suffices`), so that selection always gets the whole history's answer. The first clone
     takes the `early` clone when it is this very clone."""
     path = workdir / "repo.git"
+    pending = [early] if early is not None else []
+
+    def clone_at(depth: int | None) -> tuple[Repo, Target | None]:
+        def attempt() -> tuple[Repo, Target | None]:
+            fetched = fetch_ref(settings, git_env, path, inputs, pending.pop() if pending else None, depth)
+            return fetched.repo, reach_after(settings, fetched, inputs.ref, depth)
+
+        return with_retries(
+            attempt,
+            attempts=settings.retry_attempts,
+            base_delay=settings.retry_base_delay,
+            what="cloning the repository",
+            cleanup=lambda: shutil.rmtree(path, ignore_errors=True),
+        )
+
     depth = clone_depth(settings.before)
-    repo, target = _clone(settings, git_env, path, inputs, early, depth)
+    repo, target = clone_at(depth)
     if target is not None and history_suffices(repo, target.commit, settings.before):
         return repo, target
     logger.info(
         "the ref's last %d commits do not show where the push starts: cloning the whole history", depth
     )
     shutil.rmtree(path, ignore_errors=True)
-    repo, target = _clone(settings, git_env, path, inputs, None, None)
+    repo, target = clone_at(None)
     assert target is not None  # the whole history tells
     return repo, target
-
-
-def _clone(
-    settings: Settings,
-    git_env: GitEnv,
-    path: Path,
-    inputs: Inputs,
-    early: EarlyClone | None,
-    depth: int | None,
-) -> tuple[Repo, Target | None]:
-    """One clone of the ref at `depth` (None: the whole history), retried; its target (None: see
-    `reach_after`)."""
-    pending = [early] if early is not None else []
-
-    def attempt() -> tuple[Repo, Target | None]:
-        fetched = fetch_ref(settings, git_env, path, inputs, pending.pop() if pending else None, depth)
-        return fetched.repo, reach_after(settings, fetched, inputs.ref, depth)
-
-    return with_retries(
-        attempt,
-        attempts=settings.retry_attempts,
-        base_delay=settings.retry_base_delay,
-        what="cloning the repository",
-        cleanup=lambda: shutil.rmtree(path, ignore_errors=True),
-    )
 
 
 def fetch_ref(
