@@ -207,33 +207,24 @@ class Repo:
         value = out.decode().strip()
         return value or None
 
+    def _rev_list_held(self, *args: str) -> bytes | None:
+        """`git rev-list --missing=allow-any ARGS`, asking no server: its output, or None when the clone
+        lacks a commit the arguments name. A partial clone fetches a missing object on demand, except
+        under rev-list's `--missing`, which turns that off (and `merge-base` has no such option)."""
+        argv = self._argv(["rev-list", "--missing=allow-any", *args])
+        status, out = run(argv, self.git_env, what="git rev-list", ok=(0, 128))
+        return out if status == 0 else None
+
     def has_commit(self, oid: str) -> bool:
-        """Whether the clone holds commit `oid`, asking no server. A partial clone fetches a missing
-        object on demand, except under rev-list's `--missing`, which turns that off."""
-        status, _ = run(
-            self._argv(["rev-list", "--missing=allow-any", "--no-walk", "--end-of-options", oid]),
-            self.git_env,
-            what="git rev-list",
-            ok=(0, 128),
-        )
-        return status == 0
+        """Whether the clone holds commit `oid`, asking no server."""
+        return self._rev_list_held("--no-walk", "--end-of-options", oid) is not None
 
     def holds_ancestor(self, ancestor: str, descendant: str) -> bool:
         """Whether the clone holds commit `ancestor` and it is `descendant` or one of its ancestors, in
         one git process that asks no server. `rev-list ANCESTOR ^DESCENDANT` lists nothing exactly when
-        the ancestor is reachable, walking from `descendant` down to it (the push, not the history);
-        `--missing` makes a missing ancestor an error instead of a fetch on demand, which
-        `merge-base --is-ancestor` would make."""
-        args = [
-            "rev-list",
-            "--missing=allow-any",
-            "--max-count=1",
-            "--end-of-options",
-            ancestor,
-            f"^{descendant}",
-        ]
-        status, out = run(self._argv(args), self.git_env, what="git rev-list", ok=(0, 128))
-        return status == 0 and not out.strip()
+        the ancestor is reachable, walking from `descendant` down to it (the push, not the history)."""
+        out = self._rev_list_held("--max-count=1", "--end-of-options", ancestor, f"^{descendant}")
+        return out is not None and not out.strip()
 
     def shallow_commits(self) -> set[str]:
         """The commits whose parents a shallow clone left out; none when it holds the whole history.
@@ -252,12 +243,9 @@ class Repo:
     def first_parent_end(self, target: str, exclude: str) -> tuple[str, list[str]] | None:
         """The last commit of the first-parent walk from `target` down to `exclude` (excluded), with
         its parents as the clone knows them; None when the walk lists nothing, or when the clone lacks
-        `exclude` (`--missing`: never a fetch on demand, as in `holds_ancestor`)."""
-        args = ["rev-list", "--missing=allow-any", "--first-parent", "--parents", "--end-of-options"]
-        status, out = run(
-            self._argv([*args, target, f"^{exclude}"]), self.git_env, what="git rev-list", ok=(0, 128)
-        )
-        lines = out.decode().splitlines() if status == 0 else []
+        `exclude` (asking no server)."""
+        out = self._rev_list_held("--first-parent", "--parents", "--end-of-options", target, f"^{exclude}")
+        lines = out.decode().splitlines() if out is not None else []
         if not lines:
             return None
         last, *parents = lines[-1].split()
